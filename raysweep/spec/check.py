@@ -1,0 +1,204 @@
+"""Checks across fields that pydantic's per-field validation cannot see."""
+from __future__ import annotations
+
+from pydantic import TypeAdapter, ValidationError
+
+from .errors import SpecError, allowed, did_you_mean
+from .expr import Expr, ExprError
+from .model import NAME_RE, Spec
+from .settings import BUILTIN_TASKS, TRAIN_KEYS, TrainSettings
+from .yaml_io import dotted, locate
+
+
+def check_spec(spec: Spec) -> None:
+    positions = getattr(spec, "_positions", {})
+    file = getattr(spec, "_file", None)
+
+    def fail(path, message, fix=None):
+        f, line, col = locate(positions, path)
+        raise SpecError(message, f or file, line, col, dotted(path), fix)
+
+    params = spec.parameters
+    _check_task(spec, fail)
+    _check_names(spec, fail)
+    _check_conditions(spec, fail)
+    _check_train_values(spec, fail)
+    known = set(TRAIN_KEYS) | set(params) | set(spec.fixed) | {"epochs"}
+    for name, source in spec.derived.items():
+        path = ("derived", name)
+        if not NAME_RE.match(name):
+            fail(path, f"'{name}' is not a valid name", "use letters, digits and _")
+        if name in params or name in spec.fixed:
+            fail(path, f"'{name}' is both derived and a {'parameter' if name in params else 'fixed setting'}",
+                 f"rename the derived value or remove parameters.{name}")
+        _check_expr(source, known, path, fail)
+        known.add(name)
+    for i, source in enumerate(spec.constraints):
+        _check_expr(source, known, ("constraints", i), fail)
+    _check_search(spec, fail)
+    _check_scheduler(spec, known, fail)
+    _check_feasible(spec, fail)
+
+
+def _check_task(spec, fail):
+    task = spec.task
+    if ":" in task:
+        module, _, obj = task.partition(":")
+        if not (all(p.isidentifier() for p in module.split(".")) and obj.isidentifier()):
+            fail(("task",), f"'{task}' is not `package.module:object`", "write e.g. `task: mypkg.tasks:my_task`")
+    elif task not in BUILTIN_TASKS:
+        fail(("task",), f"'{task}' is not a built-in task{did_you_mean(task, BUILTIN_TASKS)}",
+             f"{allowed(BUILTIN_TASKS)}, or `package.module:object` for your own")
+
+
+def _check_names(spec, fail):
+    for name in spec.parameters:
+        if not NAME_RE.match(name):
+            fail(("parameters", name), f"'{name}' is not a valid parameter name",
+                 "use letters, digits and _ (expressions refer to parameters by name)")
+        if name in spec.fixed:
+            fail(("fixed", name), f"'{name}' is both fixed and a parameter", f"remove fixed.{name} or parameters.{name}")
+    for name in spec.fixed:
+        if not NAME_RE.match(name):
+            fail(("fixed", name), f"'{name}' is not a valid setting name", "use letters, digits and _")
+
+
+def _check_conditions(spec, fail):
+    params = spec.parameters
+    for name, p in params.items():
+        if p.when is None:
+            continue
+        path = ("parameters", name, "when", p.parent)
+        parent = params.get(p.parent)
+        if parent is None:
+            fail(path, f"parent '{p.parent}' is not a parameter{did_you_mean(p.parent, params)}",
+                 "name a choice parameter of this file")
+        if not parent.is_categorical:
+            fail(path, f"parent '{p.parent}' has distribution '{parent.distribution}'",
+                 "a condition's parent must be a choice (`values: [...]`)")
+        for v in p.parent_values:
+            if v not in parent.values:
+                fail(path, f"{v!r} is not a value of '{p.parent}'{did_you_mean(v, parent.values)}",
+                     allowed(parent.values))
+        if p.distribution == "grid":
+            fail(("parameters", name, "distribution"), "a grid parameter cannot be conditional",
+                 "use `values:` (a choice) for a conditional parameter")
+        seen, cur = [name], p.parent
+        while cur is not None:
+            if cur in seen:
+                fail(("parameters", name, "when"), f"conditions form a cycle: {' -> '.join(seen + [cur])}",
+                     "make one of them unconditional")
+            seen.append(cur)
+            cur = params[cur].parent if cur in params else None
+
+
+def _check_train_values(spec, fail):
+    """Values meant for the trainer must be ones the trainer accepts: check each bound and choice."""
+    fields = TrainSettings.model_fields
+    for key, value in spec.fixed.items():
+        if key in fields:
+            _check_value(key, value, ("fixed", key), fail)
+    for name, p in spec.parameters.items():
+        if name not in fields:
+            continue
+        if p.distribution == "constant":
+            _check_value(name, p.value, ("parameters", name, "value"), fail)
+        elif p.is_categorical:
+            for i, v in enumerate(p.values):
+                _check_value(name, v, ("parameters", name, "values", i), fail)
+        elif p.min is not None:
+            for k in ("min", "max"):
+                _check_value(name, getattr(p, k), ("parameters", name, k), fail)
+
+
+_ADAPTERS: dict = {}
+
+
+def _check_value(key, value, path, fail):
+    field = TrainSettings.model_fields[key]
+    adapter = _ADAPTERS.setdefault(key, TypeAdapter(field.annotation))
+    try:
+        adapter.validate_python(value, strict=False)
+        TrainSettings.model_validate({key: value})
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        hint = ""
+        if err["type"] == "literal_error":
+            opts = [o.strip(" '") for o in err["ctx"]["expected"].replace(" or ", ", ").split(",")]
+            hint = did_you_mean(value, opts)
+        fail(path, f"{value!r} is not a valid {key}{hint}: {err['msg'][0].lower()}{err['msg'][1:]}")
+
+
+def _check_expr(source, known, path, fail):
+    try:
+        expr = Expr(source)
+    except ExprError as e:
+        fail(path, str(e))
+    for name in sorted(expr.names - known):
+        fail(path, f"`{source}` uses unknown name '{name}'{did_you_mean(name, known)}",
+             "use a parameter, a fixed setting, a trainer setting, `epochs` or an earlier derived value")
+
+
+def _check_search(spec, fail):
+    s, params = spec.search, spec.parameters
+    grids = [n for n, p in params.items() if p.distribution == "grid"]
+    if s.method == "hyperopt" and grids:
+        fail(("parameters", grids[0], "distribution"), "method hyperopt cannot enumerate a grid",
+             "use `values:` (a choice) or method: grid")
+    if s.method == "grid" and not any(p.is_categorical and p.parent is None for p in params.values()):
+        fail(("search", "method"), "method grid needs a parameter to enumerate",
+             "give at least one unconditional parameter with `values:`")
+    for i, point in enumerate(s.points_to_evaluate):
+        for key, value in point.items():
+            path = ("search", "points_to_evaluate", i, key)
+            if key not in params:
+                fail(path, f"'{key}' is not a parameter{did_you_mean(key, params)}", allowed(params))
+            p = params[key]
+            if p.is_categorical and value not in p.values:
+                fail(path, f"{value!r} is not one of the values", allowed(p.values))
+            if p.min is not None and not (isinstance(value, (int, float)) and p.min <= value <= p.max):
+                fail(path, f"{value!r} is outside [{p.min}, {p.max}]", "give a value inside the parameter's range")
+
+
+def _check_scheduler(spec, known, fail):
+    sch = spec.scheduler
+    max_epochs = spec.stopping.max_epochs
+    if sch.max_t is not None and sch.max_t > max_epochs:
+        fail(("scheduler", "max_t"), f"max_t {sch.max_t} exceeds stopping.max_epochs {max_epochs}",
+             "lower max_t or raise stopping.max_epochs")
+    if sch.type in ("asha", "median") and sch.grace_period > (sch.max_t or max_epochs):
+        fail(("scheduler", "grace_period"), f"grace_period {sch.grace_period} exceeds the {sch.max_t or max_epochs} epochs a trial runs",
+             "lower grace_period")
+    for name, p in sch.mutations.items():
+        path = ("scheduler", "mutations", name)
+        if name not in known - {"epochs"}:
+            fail(path, f"'{name}' is not a parameter or setting{did_you_mean(name, known)}", "mutate a parameter, e.g. lr")
+        if name in spec.parameters and spec.parameters[name].parent is not None:
+            fail(path, f"'{name}' is conditional; PBT would add it to trials where it does not apply",
+                 "mutate unconditional parameters only")
+        if p.when is not None:
+            fail(path + ("when",), "a mutation cannot be conditional", "remove `when:`")
+        if p.distribution == "grid":
+            fail(path + ("distribution",), "a mutation cannot be a grid", "use `values:`")
+        if name in TrainSettings.model_fields:
+            for k in ("min", "max"):
+                if getattr(p, k) is not None:
+                    _check_value(name, getattr(p, k), path + (k,), fail)
+            for i, v in enumerate(p.values or []):
+                _check_value(name, v, path + ("values", i), fail)
+
+
+def _check_feasible(spec, fail):
+    from .space import Space
+
+    space = Space(spec)
+    try:
+        rejection = space.check_feasible()
+    except ExprError as e:
+        fail(("constraints",), str(e), "make the expression valid for every value of its parameters")
+    if rejection is not None:
+        worst = max(rejection.by_constraint, key=rejection.by_constraint.get)
+        index = spec.constraints.index(worst)
+        fail(("constraints", index),
+             f"no sampled config satisfies the constraints ({rejection.draws} draws; `{worst}` rejected "
+             f"{rejection.by_constraint[worst]})", "widen the parameters it uses or relax the constraint")

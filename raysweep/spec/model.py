@@ -1,0 +1,307 @@
+"""The sweep file as pydantic models: structure, types, defaults and bounds in one place."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "int", "logint",
+                 "choice", "grid", "normal", "qnormal", "constant")
+# Which keys each distribution takes (besides `distribution` and `when`), and which it requires.
+_TAKES = {
+    "uniform": ({"min", "max"}, {"min", "max"}),
+    "loguniform": ({"min", "max"}, {"min", "max"}),
+    "quniform": ({"min", "max", "q"}, {"min", "max", "q"}),
+    "qloguniform": ({"min", "max", "q"}, {"min", "max", "q"}),
+    "int": ({"min", "max"}, {"min", "max"}),
+    "logint": ({"min", "max"}, {"min", "max"}),
+    "choice": ({"values"}, {"values"}),
+    "grid": ({"values"}, {"values"}),
+    "normal": ({"mu", "sigma"}, set()),
+    "qnormal": ({"mu", "sigma", "q"}, {"q"}),
+    "constant": ({"value"}, {"value"}),
+}
+
+
+class At(ValueError):
+    """A validation error at a sub-field of the model being validated."""
+
+    def __init__(self, field: str | tuple, message: str):
+        super().__init__(message)
+        self.field = (field,) if isinstance(field, (str, int)) else tuple(field)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Param(Strict):
+    distribution: Literal[DISTRIBUTIONS] | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    q: int | float | None = None
+    values: list[Any] | None = None
+    value: Any = None
+    mu: float = 0.0
+    sigma: float = 1.0
+    when: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data):
+        if isinstance(data, list):  # `opt: [sgd, adam]`
+            return {"values": data}
+        if not isinstance(data, dict):  # `epochs: 5`
+            return {"value": data}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        given = self.model_fields_set - {"distribution", "when"}
+        if self.distribution is None:  # W&B-style inference
+            if "value" in given:
+                self.distribution = "constant"
+            elif "values" in given:
+                self.distribution = "choice"
+            elif {"min", "max"} <= given:
+                ints = isinstance(self.min, int) and isinstance(self.max, int)
+                self.distribution = "int" if ints and "q" not in given else ("quniform" if "q" in given else "uniform")
+            elif {"mu", "sigma"} & given:
+                self.distribution = "normal"
+            else:
+                raise At("distribution", f"cannot tell the distribution; give one of: {', '.join(DISTRIBUTIONS)}")
+        d = self.distribution
+        takes, needs = _TAKES[d]
+        for extra in sorted(given - takes):
+            raise At(extra, f"'{extra}' does not apply to distribution '{d}'; remove it "
+                            f"(distribution '{d}' takes: {', '.join(sorted(takes))})")
+        for missing in sorted(needs - given):
+            raise At(missing, f"distribution '{d}' needs '{missing}'")
+        if d in ("choice", "grid"):
+            if not self.values:
+                raise At("values", "must list at least one value")
+            seen = []
+            for i, v in enumerate(self.values):
+                if v in seen:
+                    raise At(("values", i), f"duplicate value {v!r}; list each value once")
+                seen.append(v)
+        if {"min", "max"} <= given:
+            for k in ("min", "max"):
+                v = getattr(self, k)
+                if isinstance(v, bool) or not math.isfinite(v):
+                    raise At(k, f"must be a finite number, got {v!r}")
+            if d in ("int", "logint"):
+                for k in ("min", "max"):
+                    v = getattr(self, k)
+                    if float(v) != int(v):
+                        raise At(k, f"distribution '{d}' needs whole numbers, got {v}")
+                    setattr(self, k, int(v))
+            if not self.min < self.max:
+                raise At("max", f"min must be < max (got min={self.min}, max={self.max}); swap or widen them")
+            if d in ("loguniform", "qloguniform", "logint") and self.min <= 0:
+                raise At("min", f"log-scale bounds must be > 0 (got min={self.min}); use e.g. 1e-6")
+        if "q" in given and not (self.q > 0):
+            raise At("q", f"q must be > 0 (got {self.q})")
+        if d in ("quniform", "qloguniform"):
+            if self.q > self.max - self.min:
+                raise At("q", f"q={self.q} is wider than the range [{self.min}, {self.max}]; use a smaller q")
+            for k in ("min", "max"):
+                ratio = getattr(self, k) / self.q
+                if abs(ratio - round(ratio)) > 1e-9 * max(1.0, abs(ratio)):
+                    raise At(k, f"{k}={getattr(self, k)} is not a multiple of q={self.q}; "
+                                f"use a multiple so every sample stays inside [min, max]")
+        if d in ("normal", "qnormal") and not self.sigma > 0:
+            raise At("sigma", f"sigma must be > 0 (got {self.sigma})")
+        if self.when is not None:
+            if len(self.when) != 1:
+                raise At("when", "name exactly one parent parameter, e.g. `when: {optimizer: sgd}` "
+                                 "(nest conditions by making the parent conditional)")
+        return self
+
+    @property
+    def parent(self) -> str | None:
+        return next(iter(self.when)) if self.when else None
+
+    @property
+    def parent_values(self) -> list:
+        if not self.when:
+            return []
+        v = next(iter(self.when.values()))
+        return v if isinstance(v, list) else [v]
+
+    @property
+    def is_log(self) -> bool:
+        return self.distribution in ("loguniform", "qloguniform", "logint")
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.distribution in ("choice", "grid")
+
+
+class Metric(Strict):
+    name: str = Field(min_length=1)
+    mode: Literal["min", "max"] | None = None
+    goal: Literal["minimize", "maximize"] | None = None
+    target: float | None = None
+
+    @model_validator(mode="after")
+    def _mode(self):
+        from_goal = {"minimize": "min", "maximize": "max"}.get(self.goal)
+        if self.mode and from_goal and self.mode != from_goal:
+            raise At("goal", f"goal '{self.goal}' contradicts mode '{self.mode}'; give one of them")
+        self.mode = self.mode or from_goal
+        if self.mode is None:
+            raise At("mode", "say whether to minimize or maximize: `mode: min|max` (or `goal: minimize|maximize`)")
+        self.goal = None
+        return self
+
+
+class Search(Strict):
+    method: Literal["random", "grid", "hyperopt"] = "hyperopt"
+    num_samples: int = Field(20, ge=1)
+    max_concurrent: int | None = Field(None, ge=1)
+    seed: int = 0
+    n_initial_points: int = Field(10, ge=1)  # TPE's random start-up trials
+    points_to_evaluate: list[dict[str, Any]] = []
+
+
+SCHEDULERS = ("fifo", "asha", "hyperband", "median", "pbt")
+_SCHED_TAKES = {
+    "fifo": set(),
+    "asha": {"grace_period", "reduction_factor", "max_t", "brackets"},
+    "hyperband": {"reduction_factor", "max_t"},
+    "median": {"grace_period", "min_samples_required"},
+    "pbt": {"perturbation_interval", "resample_probability", "quantile_fraction", "mutations"},
+}
+
+
+class Scheduler(Strict):
+    type: Literal[SCHEDULERS] = "fifo"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+    max_t: int | None = Field(None, ge=1)  # default: stopping.max_epochs
+    brackets: int = Field(1, ge=1)
+    min_samples_required: int = Field(3, ge=1)
+    perturbation_interval: int = Field(2, ge=1)
+    resample_probability: float = Field(0.25, ge=0, le=1)
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    mutations: dict[str, Param] = {}
+
+    @model_validator(mode="after")
+    def _fields_apply(self):
+        for key in sorted(self.model_fields_set - {"type"} - _SCHED_TAKES[self.type]):
+            owners = [t for t, ks in _SCHED_TAKES.items() if key in ks]
+            raise At(key, f"'{key}' does not apply to scheduler '{self.type}' (it is for: {', '.join(owners)}); remove it")
+        if self.type == "pbt" and not self.mutations:
+            raise At("mutations", "pbt needs `mutations:` (the parameters it may perturb, e.g. lr)")
+        if self.max_t is not None and self.grace_period > self.max_t:
+            raise At("grace_period", f"grace_period {self.grace_period} exceeds max_t {self.max_t}")
+        return self
+
+
+class Resources(Strict):
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    cpus_per_trial: float = Field(0.25, ge=0)  # the trial's driver when workers_per_trial > 1
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _whole_above_one(cls, v):
+        if v > 1 and v != int(v):
+            raise ValueError(f"a worker takes a fraction of one GPU or whole GPUs, not {v}; use e.g. 0.5 or 2")
+        return v
+
+
+class LRRangeTest(Strict):
+    enabled: bool = True
+    start_lr: float = Field(1e-7, gt=0)
+    end_lr: float = Field(1.0, gt=0)
+    num_steps: int = Field(100, ge=10)
+    smoothing: float = Field(0.05, gt=0, lt=1)  # exponential smoothing of the loss
+    diverge_factor: float = Field(4.0, gt=1)  # stop once smoothed loss > factor x best
+    set_range: bool = True  # coarse stage's lr range from the test's suggestion
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.start_lr < self.end_lr:
+            raise At("end_lr", f"end_lr must be > start_lr (got {self.start_lr} .. {self.end_lr})")
+        return self
+
+
+class SearchStage(Strict):
+    enabled: bool = True
+    num_samples: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    top_k: int = Field(5, ge=1)  # configs handed to the next stage
+    time_budget_s: float | None = Field(None, gt=0)
+    stop_window: int = Field(10, ge=2)  # stop rule: last N trials ...
+    stop_min_improvement: float = Field(0.01, ge=0)  # ... improved the best by less than this fraction
+
+
+class SeedsStage(Strict):
+    enabled: bool = True
+    top_n: int = Field(3, ge=1)
+    num_seeds: int = Field(3, ge=2)
+    epochs: int | None = Field(None, ge=1)
+
+
+class FinalStage(Strict):
+    enabled: bool = True
+
+
+class Stages(Strict):
+    lr_range_test: LRRangeTest = LRRangeTest()
+    coarse: SearchStage = SearchStage(num_samples=30, epochs=5)
+    fine: SearchStage = SearchStage(num_samples=20)
+    seeds: SeedsStage = SeedsStage()
+    final: FinalStage = FinalStage()
+
+
+class EarlyStopping(Strict):
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.001, ge=0)
+
+
+class Stopping(Strict):
+    max_epochs: int = Field(20, ge=1)
+    target: float | None = None
+    time_budget_s: float | None = Field(None, gt=0)
+    early_stopping: EarlyStopping | None = None
+
+
+class Tracking(Strict):
+    uri: str | None = None
+    experiment: str | None = None
+
+
+class Spec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    extends: str | None = None
+    task: str = Field(min_length=1)
+    method: Literal["random", "grid", "hyperopt"] | None = None  # W&B-style alias of search.method
+    metric: Metric
+    parameters: dict[str, Param] = {}
+    fixed: dict[str, Any] = {}
+    constraints: list[str] = []
+    derived: dict[str, str] = {}
+    search: Search = Search()
+    scheduler: Scheduler = Scheduler()
+    resources: Resources = Resources()
+    stages: Stages = Stages()
+    stopping: Stopping = Stopping()
+    tracking: Tracking = Tracking()
+    storage_path: str | None = None
+
+    @model_validator(mode="after")
+    def _method_alias(self):
+        if self.method is not None:
+            if "method" in self.search.model_fields_set and self.search.method != self.method:
+                raise At("method", f"method '{self.method}' contradicts search.method '{self.search.method}'; keep one")
+            self.search.method = self.method
+        self.method = None
+        return self

@@ -1,0 +1,149 @@
+"""Import of Weights & Biases sweep files: every key mapped to raysweep's or rejected with the reason."""
+from __future__ import annotations
+
+import math
+
+from .errors import SpecError
+from .yaml_io import locate
+
+_WANDB_ONLY = {"early_terminate", "program", "command", "run_cap", "entity", "project"}
+_RAYSWEEP_ONLY = {"task", "fixed", "search", "scheduler", "resources", "stages", "stopping", "tracking",
+                  "constraints", "derived", "extends", "storage_path"}
+_WANDB_DISTS = {
+    "constant": "constant", "categorical": "choice", "int_uniform": "int", "uniform": "uniform",
+    "q_uniform": "quniform", "log_uniform_values": "loguniform", "q_log_uniform_values": "qloguniform",
+    "normal": "normal", "q_normal": "qnormal",
+    "log_uniform": "loguniform", "q_log_uniform": "qloguniform",  # bounds are exponents: converted below
+}
+_REJECTED_DISTS = {
+    "categorical_w_probabilities": "weighted choices are not supported; drop `probabilities` and use `categorical`",
+    "inv_log_uniform": "no inverse-log distribution; search the reciprocal with log_uniform_values",
+    "inv_log_uniform_values": "no inverse-log distribution; search the reciprocal with log_uniform_values",
+    "log_normal": "no log-normal distribution; use log_uniform_values",
+    "q_log_normal": "no log-normal distribution; use q_log_uniform_values",
+    "beta": "no beta distribution; use uniform",
+    "q_beta": "no beta distribution; use q_uniform",
+}
+_METHODS = {"random": "random", "grid": "grid", "bayes": "hyperopt"}
+
+
+def is_wandb(data: dict) -> bool:
+    if _WANDB_ONLY & data.keys() or data.get("method") == "bayes":
+        return True
+    params = data.get("parameters")
+    if isinstance(params, dict) and any(
+        isinstance(p, dict) and (p.get("distribution") in _WANDB_DISTS.keys() - {"constant", "uniform", "normal"}
+                                 or p.get("distribution") in _REJECTED_DISTS or "parameters" in p or "probabilities" in p)
+        for p in params.values()
+    ):
+        return True
+    return "task" not in data and not (_RAYSWEEP_ONLY & data.keys()) and "method" in data
+
+
+def convert(data: dict, pos: dict, file: str) -> tuple[dict, dict]:
+    """Return the raysweep equivalent of a W&B sweep and positions pointing into the W&B file."""
+
+    def fail(path, message, fix=None):
+        raise SpecError(message, *locate(pos, path), ".".join(map(str, path)), fix)
+
+    out: dict = {}
+    new_pos = dict(pos)
+    for key, value in data.items():
+        if key in ("name", "description", "task", "parameters", "metric"):
+            continue
+        if key == "method":
+            if value not in _METHODS:
+                fail(("method",), f"W&B method '{value}' has no raysweep equivalent", "use grid, random or bayes")
+            out["method"] = _METHODS[value]
+        elif key == "run_cap":
+            out["search"] = {"num_samples": value}
+            new_pos[("search", "num_samples")] = pos[("run_cap",)]
+        elif key == "project":
+            out["tracking"] = {"experiment": value}
+            new_pos[("tracking", "experiment")] = pos[("project",)]
+        elif key == "early_terminate":
+            out["scheduler"] = _early_terminate(value, fail)
+            for k in out["scheduler"]:
+                new_pos[("scheduler", k)] = pos[("early_terminate",)]
+        elif key in ("program", "command"):
+            fail((key,), f"W&B `{key}` runs a script; raysweep trains a task in-process",
+                 "remove it and set `task:` (a built-in such as digits_mlp, or package.module:object)")
+        elif key == "entity":
+            fail((key,), "a W&B entity has no MLflow equivalent", "remove it (MLflow groups runs by experiment)")
+        else:
+            fail((key,), f"unknown W&B sweep key '{key}'",
+                 "W&B keys: method, metric, parameters, early_terminate, run_cap, name, description, project")
+    out["name"] = str(data.get("name", "wandb_sweep")).replace(" ", "_")
+    if "description" in data:
+        out["description"] = data["description"]
+    if "task" not in data:
+        fail((), "a W&B sweep names a program; raysweep needs the task to train",
+             "add `task: digits_mlp` (built-in) or `task: package.module:object` to the file")
+    out["task"] = data["task"]
+    out["metric"] = _metric(data.get("metric"), fail, out)
+    out["parameters"] = {name: _param(name, p, fail) for name, p in (data.get("parameters") or {}).items()}
+    return out, new_pos
+
+
+def _metric(metric, fail, out):
+    if not isinstance(metric, dict):
+        fail(("metric",), "W&B metric must be a mapping with `name` and `goal`", "add `metric: {name: val_loss, goal: minimize}`")
+    converted = {}
+    for key, value in metric.items():
+        if key == "name":
+            converted["name"] = value
+        elif key == "goal":
+            converted["goal"] = value
+        elif key == "target":
+            out.setdefault("stopping", {})["target"] = value
+        elif key in ("impute", "impute_while_running"):
+            fail(("metric", key), "metric imputation is not supported: raysweep records failed trials as errored or diverged",
+                 "remove it")
+        else:
+            fail(("metric", key), f"unknown W&B metric key '{key}'", "allowed: name, goal, target")
+    converted.setdefault("goal", "minimize")  # W&B's default
+    return converted
+
+
+def _param(name, p, fail):
+    path = ("parameters", name)
+    if not isinstance(p, dict):
+        fail(path, "a W&B parameter is a mapping", "write e.g. `{values: [1, 2]}` or `{min: 0, max: 1}`")
+    if "parameters" in p:
+        fail(path + ("parameters",), "nested W&B parameter groups are not supported", "flatten them into top-level names")
+    if "probabilities" in p:
+        fail(path + ("probabilities",), _REJECTED_DISTS["categorical_w_probabilities"])
+    p = dict(p)
+    dist = p.get("distribution")
+    if dist in _REJECTED_DISTS:
+        fail(path + ("distribution",), f"W&B distribution '{dist}': {_REJECTED_DISTS[dist]}")
+    if dist is not None:
+        if dist not in _WANDB_DISTS:
+            fail(path + ("distribution",), f"unknown W&B distribution '{dist}'", "allowed: " + ", ".join(_WANDB_DISTS))
+        p["distribution"] = _WANDB_DISTS[dist]
+        if dist in ("log_uniform", "q_log_uniform"):  # W&B bounds are natural-log exponents
+            for k in ("min", "max"):
+                if k in p:
+                    p[k] = math.exp(p[k])
+    if "value" in p and "distribution" not in p:
+        p["distribution"] = "constant"
+    return p
+
+
+def _early_terminate(et, fail):
+    path = ("early_terminate",)
+    if not isinstance(et, dict) or et.get("type") != "hyperband":
+        fail(path + ("type",), "only `type: hyperband` exists in W&B", "write `early_terminate: {type: hyperband, min_iter: 3}`")
+    unknown = set(et) - {"type", "min_iter", "max_iter", "s", "eta", "strict"}
+    if unknown:
+        fail(path + (sorted(unknown)[0],), f"unknown early_terminate key '{sorted(unknown)[0]}'",
+             "allowed: type, min_iter, max_iter, s, eta, strict")
+    eta = et.get("eta", 3)
+    # W&B's hyperband stops runs asynchronously at brackets min_iter * eta^k: that is ASHA.
+    if "min_iter" in et:
+        return {"type": "asha", "grace_period": et["min_iter"], "reduction_factor": eta}
+    if "max_iter" in et:
+        s = et.get("s", 0)
+        return {"type": "asha", "grace_period": max(1, round(et["max_iter"] / eta ** s)), "reduction_factor": eta,
+                "max_t": et["max_iter"]}
+    fail(path, "hyperband needs `min_iter`, or `max_iter` with `s`", "add `min_iter: 3`")

@@ -1,0 +1,107 @@
+"""YAML loading that remembers where every key and value came from, so errors can point at them."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from .errors import SpecError
+
+Path_ = tuple  # a field path: keys (str) and list indices (int)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-5` as a float (YAML 1.1 needs a dot: PyYAML would give a string)."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _first in list("-+0123456789."):
+    _Loader.yaml_implicit_resolvers[_first] = [
+        (tag, rx) for tag, rx in _Loader.yaml_implicit_resolvers.get(_first, []) if tag != "tag:yaml.org,2002:float"
+    ]
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def _build(loader, node, path, positions, file):
+    positions[path] = (file, node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, (str, int, float, bool)):
+                raise SpecError("keys must be plain names", file, key_node.start_mark.line + 1,
+                                key_node.start_mark.column + 1, _dotted(path))
+            key = str(key)
+            if key in out:
+                raise SpecError(f"duplicate key '{key}'", file, key_node.start_mark.line + 1,
+                                key_node.start_mark.column + 1, _dotted(path), "keep one of them")
+            out[key] = _build(loader, value_node, path + (key,), positions, file)
+            # keys point at the key itself: "unknown key" errors land on the right column
+            positions[path + (key,)] = (file, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, n, path + (i,), positions, file) for i, n in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def load_yaml(file: str | Path) -> tuple[object, dict]:
+    """Return (data, positions) where positions maps a field path to (file, line, col)."""
+    name = str(file)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("file not found", name, fix="check the path") from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a spec file", name, fix="give a .yaml file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"cannot read file ({e.__class__.__name__}: {e})", name) from None
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        what = " ".join(str(p) for p in (e.context, e.problem) if p)
+        raise SpecError(f"YAML syntax error: {what}", name, mark.line + 1 if mark else None,
+                        mark.column + 1 if mark else None, fix="fix the YAML syntax at this place") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"YAML error: {e}", name) from None
+    positions: dict = {}
+    if node is None:
+        return None, positions
+    try:
+        data = _build(loader, node, (), positions, name)
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark
+        raise SpecError(f"YAML error: {e.problem}", name, mark.line + 1 if mark else None,
+                        mark.column + 1 if mark else None) from None
+    return data, positions
+
+
+def _dotted(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+dotted = _dotted
+
+
+def locate(positions: dict, path) -> tuple[str | None, int | None, int | None]:
+    """Position of the longest known prefix of path."""
+    path = tuple(path)
+    while True:
+        if path in positions:
+            return positions[path]
+        if not path:
+            return None, None, None
+        path = path[:-1]
