@@ -48,7 +48,7 @@ def _read(file: Path, positions: dict, chain: tuple) -> dict:
             raise SpecError(f"extends cycle: {' -> '.join(str(c.name) for c in chain + (base_file,))}",
                             *locate(pos, ("extends",)), "extends", "remove one of the `extends:`")
         if not base_file.exists():
-            raise SpecError(f"base file '{base_ref}' not found (looked at {base_file})",
+            raise SpecError(f"base file '{base_ref}' not found",
                             *locate(pos, ("extends",)), "extends", "give a path relative to this file")
         base = _read(base_file, positions, chain + (base_file,))
         data = _merge(base, {k: v for k, v in data.items() if k != "extends"})
@@ -56,7 +56,7 @@ def _read(file: Path, positions: dict, chain: tuple) -> dict:
     return data
 
 
-def _set_override(data: dict, positions: dict, assignment: str) -> None:
+def _set_override(data: dict, positions: dict, assignment: str, file: Path) -> None:
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise SpecError(f"--set '{assignment}' is not KEY=VALUE", fix="write e.g. --set search.num_samples=10")
@@ -71,7 +71,7 @@ def _set_override(data: dict, positions: dict, assignment: str) -> None:
         if not isinstance(node, dict):
             raise SpecError(f"--set {key}: '{part}' is not a section", fix="set a leaf key")
     node[parts[-1]] = value
-    positions[tuple(parts)] = ("--set", None, None)
+    positions[tuple(parts)] = (f"{file} (--set {key.strip()})", None, None)
 
 
 def _loader():
@@ -85,7 +85,7 @@ def load_raw(file: str | Path, overrides: list[str] = ()) -> tuple[dict, dict]:
     positions: dict = {}
     data = _read(file, positions, (file.resolve(),))
     for assignment in overrides:
-        _set_override(data, positions, assignment)
+        _set_override(data, positions, assignment, file)
     return data, positions
 
 
@@ -174,6 +174,9 @@ def _one_line(exc: ValidationError, data, positions, file) -> SpecError:
         fix = f"allowed: {expected}"
     elif kind == "value_error":
         message, fix = str(cause) if cause else err["msg"], None
+    elif kind in ("int_parsing", "float_parsing", "int_type", "float_type") and any(
+            e["type"].startswith("float") for e in exc.errors() if _data_path(e["loc"], data) == path):
+        message, fix = f"must be a number, got {value!r}", None  # an int | float field: say so, not "integer"
     else:
         message = f"{err['msg'][0].lower()}{err['msg'][1:]}, got {value!r}" if "input" in err else err["msg"]
         fix = None

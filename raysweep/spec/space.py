@@ -248,8 +248,8 @@ class _Conditional:
     def __init__(self, name, param, domain):
         self.name, self.param, self.domain = name, param, domain
 
-    def __call__(self, spec):
-        parent = spec.config.get(self.param.parent)
+    def __call__(self, config):
+        parent = config.get(self.param.parent)
         if parent is None or parent not in self.param.parent_values:
             return None
         if self.domain is None:

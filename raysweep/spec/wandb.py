@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 
-from .errors import SpecError
+from .errors import SpecError, did_you_mean
+from .model import DISTRIBUTIONS
 from .yaml_io import locate
 
 _WANDB_ONLY = {"early_terminate", "program", "command", "run_cap", "entity", "project"}
@@ -28,16 +29,10 @@ _METHODS = {"random": "random", "grid": "grid", "bayes": "hyperopt"}
 
 
 def is_wandb(data: dict) -> bool:
+    """A W&B file has a W&B-only key or `method: bayes`, or has `method` and no raysweep-only section."""
     if _WANDB_ONLY & data.keys() or data.get("method") == "bayes":
         return True
-    params = data.get("parameters")
-    if isinstance(params, dict) and any(
-        isinstance(p, dict) and (p.get("distribution") in _WANDB_DISTS.keys() - {"constant", "uniform", "normal"}
-                                 or p.get("distribution") in _REJECTED_DISTS or "parameters" in p or "probabilities" in p)
-        for p in params.values()
-    ):
-        return True
-    return "task" not in data and not (_RAYSWEEP_ONLY & data.keys()) and "method" in data
+    return "method" in data and not (_RAYSWEEP_ONLY - {"task"}) & data.keys()
 
 
 def convert(data: dict, pos: dict, file: str) -> tuple[dict, dict]:
@@ -63,6 +58,8 @@ def convert(data: dict, pos: dict, file: str) -> tuple[dict, dict]:
             new_pos[("tracking", "experiment")] = pos[("project",)]
         elif key == "early_terminate":
             out["scheduler"] = _early_terminate(value, fail)
+            if "max_t" in out["scheduler"]:  # a trial's budget is W&B's max_iter
+                out.setdefault("stopping", {})["max_epochs"] = out["scheduler"]["max_t"]
             for k in out["scheduler"]:
                 new_pos[("scheduler", k)] = pos[("early_terminate",)]
         elif key in ("program", "command"):
@@ -117,9 +114,10 @@ def _param(name, p, fail):
     dist = p.get("distribution")
     if dist in _REJECTED_DISTS:
         fail(path + ("distribution",), f"W&B distribution '{dist}': {_REJECTED_DISTS[dist]}")
-    if dist is not None:
+    if dist is not None and dist not in DISTRIBUTIONS:  # raysweep's own names pass through
         if dist not in _WANDB_DISTS:
-            fail(path + ("distribution",), f"unknown W&B distribution '{dist}'", "allowed: " + ", ".join(_WANDB_DISTS))
+            fail(path + ("distribution",), f"unknown W&B distribution '{dist}'{did_you_mean(dist, _WANDB_DISTS)}",
+                 "allowed: " + ", ".join(_WANDB_DISTS))
         p["distribution"] = _WANDB_DISTS[dist]
         if dist in ("log_uniform", "q_log_uniform"):  # W&B bounds are natural-log exponents
             for k in ("min", "max"):
@@ -134,10 +132,13 @@ def _early_terminate(et, fail):
     path = ("early_terminate",)
     if not isinstance(et, dict) or et.get("type") != "hyperband":
         fail(path + ("type",), "only `type: hyperband` exists in W&B", "write `early_terminate: {type: hyperband, min_iter: 3}`")
-    unknown = set(et) - {"type", "min_iter", "max_iter", "s", "eta", "strict"}
+    if "strict" in et:
+        fail(path + ("strict",), "W&B's strict mode has no ASHA equivalent (ASHA always compares within a rung)",
+             "remove it")
+    unknown = set(et) - {"type", "min_iter", "max_iter", "s", "eta"}
     if unknown:
         fail(path + (sorted(unknown)[0],), f"unknown early_terminate key '{sorted(unknown)[0]}'",
-             "allowed: type, min_iter, max_iter, s, eta, strict")
+             "allowed: type, min_iter, max_iter, s, eta")
     eta = et.get("eta", 3)
     # W&B's hyperband stops runs asynchronously at brackets min_iter * eta^k: that is ASHA.
     if "min_iter" in et:

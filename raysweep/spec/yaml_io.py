@@ -70,6 +70,8 @@ def load_yaml(file: str | Path) -> tuple[object, dict]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         what = " ".join(str(p) for p in (e.context, e.problem) if p)
+        if e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
+            what += f" (the {e.context.split()[-1] if e.context else 'block'} opened at line {e.context_mark.line + 1})"
         raise SpecError(f"YAML syntax error: {what}", name, mark.line + 1 if mark else None,
                         mark.column + 1 if mark else None, fix="fix the YAML syntax at this place") from None
     except yaml.YAMLError as e:
