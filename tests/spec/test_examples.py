@@ -36,3 +36,14 @@ def test_show_resolves_extends():
     assert resolved["resources"]["workers_per_trial"] == 2 and resolved["resources"]["gpus_per_worker"] == 0.5
     assert resolved["parameters"]["optimizer"]["values"] == ["sgd", "adam", "adamw"]  # from the base
     assert resolved["fixed"]["precision"] == "bf16" and resolved["fixed"]["schedule"] == "cosine"  # merged
+
+
+def test_readme_annotated_spec_is_valid(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Spec format", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "base.yaml").write_text("name: base\ntask: digits_mlp\nmetric: {name: val_loss, mode: min}\n")
+    (tmp_path / "readme.yaml").write_text(block)
+    result = run_cli("validate", tmp_path / "readme.yaml")
+    assert result.returncode == 0, result.stderr
+    spec = load_spec(tmp_path / "readme.yaml")
+    assert spec.parameters["momentum"].when == {"optimizer": "sgd"} and spec.derived["lr"].startswith("base_lr")
