@@ -1,0 +1,43 @@
+"""Checkpoints that resume exactly: model, optimizer, schedule, scaler, RNG states and loop state."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+FILE = "checkpoint.pt"
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(directory: str, **state) -> str:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, FILE)
+    torch.save({**state, "rng": rng_state()}, path + ".tmp")
+    os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
+    return directory
+
+
+def load(directory: str) -> dict:
+    return torch.load(os.path.join(directory, FILE), map_location="cpu", weights_only=False)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
