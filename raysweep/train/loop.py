@@ -136,6 +136,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         checkpoint.set_rng_state(saved["rng"])
     net = DistributedDataParallel(model) if world > 1 else model
     samples_per_epoch = len(sampler) * world
+    group = loader.batch_size * s.grad_accum  # samples per optimizer step on this rank
 
     for epoch in range(state["epoch"], run.epochs):
         # -- one epoch: forward/backward with accumulation, clip, step, schedule ------------------
@@ -153,7 +154,9 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
                 with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
                     out = net(x)
                 loss = task.loss(out.float(), y)
-                scaler.scale(loss / s.grad_accum).backward()
+                # weight each micro-batch by its share of its step's samples: exact for a short last step
+                step_samples = min(group, len(sampler) - (i // s.grad_accum) * group)
+                scaler.scale(loss * (y.shape[0] / step_samples)).backward()
             value = loss.item()
             if not math.isfinite(value):
                 diverged = f"loss is {value} at epoch {epoch + 1}, step {i + 1}"

@@ -1,0 +1,146 @@
+import math
+import shutil
+
+import pytest
+import torch
+
+from raysweep.train import ConfigError, Run, train
+from raysweep.train import checkpoint as ckpt
+from raysweep.train.tasks import get_task
+
+DIGITS = Run(task="digits_mlp", metric="val_accuracy", mode="max", epochs=3)
+
+
+def run(config, run=DIGITS, keep=None, **kw):
+    """Train; return (result, reports); `keep` copies the checkpoint of these epochs aside."""
+    reports, kept = [], {}
+
+    def report(metrics, directory):
+        reports.append(metrics)
+        if directory and keep and metrics["epoch"] in keep:
+            kept[metrics["epoch"]] = shutil.copytree(directory, f"{keep[metrics['epoch']]}")
+
+    result = train(config, run, report, **kw)
+    return result, reports, kept
+
+
+def initial_and_final(config, tmp_path, epochs=1):
+    ckpt.seed_everything(config.get("seed", 0))
+    initial = torch.nn.utils.parameters_to_vector(get_task("digits_mlp").model(config).parameters()).detach()
+    _, _, kept = run(config, Run(task="digits_mlp", epochs=epochs), keep={epochs: tmp_path / "final"})
+    final_model = get_task("digits_mlp").model(config)
+    final_model.load_state_dict(ckpt.load(kept[epochs])["model"])
+    return initial, torch.nn.utils.parameters_to_vector(final_model.parameters()).detach()
+
+
+def test_reports_every_epoch_metric():
+    result, reports, _ = run({"lr": 3e-3, "batch_size": 64})
+    assert result.status == "completed" and [r["epoch"] for r in reports] == [1, 2, 3]
+    for r in reports:
+        assert {"train_loss", "val_loss", "val_accuracy", "lr", "grad_norm", "epoch_seconds", "samples_per_s",
+                "best_val_accuracy", "status"} <= r.keys()
+    assert reports[-1]["best_val_accuracy"] == max(r["val_accuracy"] for r in reports)
+    assert reports[-1]["val_accuracy"] > 0.8 and reports[-1]["train_loss"] < reports[0]["train_loss"]
+
+
+@pytest.mark.parametrize("mode, bound", [("norm", 0.01), ("value", 1e-4)])
+def test_clipping_bounds_the_update(tmp_path, mode, bound):
+    # one SGD step of lr 1 on the whole training set: the update equals the clipped gradient
+    base = {"optimizer": "sgd", "lr": 1.0, "batch_size": 1078, "dropout": 0.0}
+    initial, final = initial_and_final({**base, "grad_clip": bound, "grad_clip_mode": mode}, tmp_path / "c")
+    step = final - initial
+    if mode == "norm":
+        assert step.norm().item() == pytest.approx(bound, rel=1e-3)  # float32 weights
+    else:
+        assert step.abs().max().item() == pytest.approx(bound, rel=1e-3)
+    initial, final = initial_and_final(base, tmp_path / "u")
+    assert (final - initial).norm().item() > 20 * bound  # unclipped, the step is far larger
+
+
+def test_accumulating_k_micro_batches_equals_one_k_times_batch(tmp_path):
+    # 1078 = 11 x 98: with accumulation 7 the micro-batch is 14
+    config = {"optimizer": "adamw", "lr": 1e-2, "batch_size": 98, "dropout": 0.0}
+    _, whole = initial_and_final(config, tmp_path / "a")
+    _, accumulated = initial_and_final({**config, "grad_accum": 7}, tmp_path / "b")
+    assert torch.allclose(whole, accumulated, atol=1e-5)
+    _, uneven = initial_and_final({**config, "batch_size": 64, "grad_accum": 4}, tmp_path / "c")  # short last step
+    _, uneven_whole = initial_and_final({**config, "batch_size": 64}, tmp_path / "d")
+    assert torch.allclose(uneven, uneven_whole, atol=1e-5)
+
+
+def test_divergence_guard_ends_the_trial_without_raising():
+    result, reports, _ = run({"optimizer": "sgd", "lr": 10.0, "momentum": 0.99, "batch_size": 16, "dropout": 0.0})
+    assert result.status == "diverged"
+    assert "loss" in result.reason and reports[-1]["status"] == "diverged"
+    assert reports[-1]["diverged_reason"] == result.reason and math.isnan(reports[-1]["val_loss"])
+
+
+def test_stable_lr_does_not_trip_the_guard():
+    result, _, _ = run({"optimizer": "sgd", "lr": 0.1, "batch_size": 16})
+    assert result.status == "completed"
+
+
+def test_resume_from_checkpoint_is_exact(tmp_path):
+    config = {"lr": 3e-3, "batch_size": 32, "dropout": 0.3, "schedule": "cosine", "checkpoint_every": 1}
+    four = Run(task="digits_mlp", epochs=4)
+    _, full, kept = run(config, four, keep={2: tmp_path / "e2"})
+    _, resumed, _ = run(config, four, resume_from=str(kept[2]))
+    assert [r["epoch"] for r in resumed] == [3, 4]
+    for a, b in zip(full[2:], resumed):
+        assert (a["train_loss"], a["val_loss"], a["lr"]) == (b["train_loss"], b["val_loss"], b["lr"])
+
+
+def test_checkpoints_every_n_epochs_and_at_the_end():
+    seen = []
+    train({"checkpoint_every": 2, "batch_size": 128}, Run(task="digits_mlp", epochs=5),
+          lambda m, d: seen.append((m["epoch"], d is not None)))
+    assert seen == [(1, False), (2, True), (3, False), (4, True), (5, True)]
+
+
+def test_early_stopping_after_patience_epochs():
+    run_ = Run(task="digits_mlp", metric="val_loss", mode="min", epochs=10, patience=2, min_delta=10.0)
+    result, reports, _ = run({"batch_size": 64}, run_)
+    assert result.status == "early_stopped" and len(reports) == 3  # epoch 1 sets the best; 2 and 3 miss by min_delta
+
+
+def test_target_stops_the_trial():
+    result, reports, _ = run({"lr": 3e-3, "batch_size": 32}, Run(task="digits_mlp", metric="val_accuracy", mode="max",
+                                                                 epochs=10, target=0.5))
+    assert result.status == "target_reached" and len(reports) == 1
+
+
+def test_same_seed_same_result_other_seed_other_result():
+    a = run({"seed": 3, "batch_size": 64})[1]
+    b = run({"seed": 3, "batch_size": 64})[1]
+    c = run({"seed": 4, "batch_size": 64})[1]
+    key = lambda rs: [(r["train_loss"], r["val_loss"]) for r in rs]  # noqa: E731
+    assert key(a) == key(b) and key(a) != key(c)
+
+
+def test_bf16_on_cpu_trains_and_fp16_is_refused():
+    result, reports, _ = run({"precision": "bf16", "lr": 3e-3, "batch_size": 64})
+    assert result.status == "completed" and reports[-1]["val_accuracy"] > 0.7
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        run({"precision": "fp16"})
+
+
+def test_batch_must_split_over_accumulation():
+    with pytest.raises(ConfigError, match="use a multiple of 3"):
+        run({"batch_size": 32, "grad_accum": 3})
+
+
+def test_final_stage_sees_the_test_split_only_when_asked():
+    _, reports, _ = run({"batch_size": 64}, Run(task="digits_mlp", epochs=2, evaluate_test=True))
+    assert "test_accuracy" in reports[-1] and "test_accuracy" not in reports[0]
+    _, reports, _ = run({"batch_size": 64}, Run(task="digits_mlp", epochs=2))
+    assert not any(k.startswith("test_") for r in reports for k in r)
+
+
+def test_char_lm_learns_and_reports_perplexity():
+    config = {"model_dim": 32, "num_heads": 2, "num_layers": 1, "seq_len": 32, "steps_per_epoch": 20,
+              "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0}
+    result, reports, _ = run(config, Run(task="char_lm", epochs=3))
+    assert result.status == "completed"
+    first, last = reports[0], reports[-1]
+    assert last["val_perplexity"] == pytest.approx(math.exp(last["val_loss"]))
+    assert last["val_loss"] < first["val_loss"] and last["val_perplexity"] < 40  # uniform over bytes is 256
