@@ -215,6 +215,13 @@ class Resources(Strict):
             raise ValueError(f"a worker takes a fraction of one GPU or whole GPUs, not {v}; use e.g. 0.5 or 2")
         return v
 
+    @model_validator(mode="after")
+    def _nccl_needs_own_gpu(self):
+        if self.workers_per_trial > 1 and 0 < self.gpus_per_worker < 1:
+            raise At("gpus_per_worker", f"{self.workers_per_trial} DDP workers sharing GPUs cannot use NCCL; give each "
+                                        "worker a whole GPU, or use fractions with workers_per_trial: 1")
+        return self
+
 
 class LRRangeTest(Strict):
     enabled: bool = True

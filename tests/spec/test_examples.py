@@ -33,7 +33,7 @@ def test_show_resolves_extends():
     result = run_cli("show", "search_spaces/digits_mlp_cluster.yaml", "-n", "2")
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout.split("# 2 sampled")[0])
-    assert resolved["resources"]["workers_per_trial"] == 2 and resolved["resources"]["gpus_per_worker"] == 0.5
+    assert resolved["resources"]["workers_per_trial"] == 2 and resolved["resources"]["gpus_per_worker"] == 1
     assert resolved["parameters"]["optimizer"]["values"] == ["sgd", "adam", "adamw"]  # from the base
     assert resolved["fixed"]["precision"] == "bf16" and resolved["fixed"]["schedule"] == "cosine"  # merged
 

@@ -1,0 +1,84 @@
+"""A trial as a DistributedDataParallel job on Ray Train (Train V2): one TorchTrainer per trial.
+
+Rank 0's metrics and checkpoints come back to the caller through a Train callback (which runs in
+the Train controller) and a small queue actor, so the caller sees each epoch as it happens.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+from ..train import Run, train
+from .resources import Plan, scaling_config
+
+_DONE_MARK = "__raysweep_ddp_done__"
+
+
+def _worker_loop(cfg: dict) -> None:
+    """Runs on every Ray Train worker; Ray has already set up the process group (gloo or NCCL)."""
+    import ray.train
+    import ray.train.torch
+
+    def report(metrics, directory):
+        ckpt = ray.train.Checkpoint.from_directory(directory) if directory else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    resume = cfg.get("resume")
+    if resume is not None:
+        with resume.as_directory() as directory:
+            train(cfg["config"], Run(**cfg["run"]), report, resume_from=directory, device=ray.train.torch.get_device())
+    else:
+        train(cfg["config"], Run(**cfg["run"]), report, device=ray.train.torch.get_device())
+
+
+def _forwarding_callback(queue):
+    from ray.train.v2.api.callback import UserCallback
+
+    class Forward(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint):
+            queue.put((metrics[0], checkpoint.path if checkpoint else None))
+
+    return Forward()
+
+
+
+def run_ddp(config: dict, run: Run, p: Plan, on_report: Callable[[dict, str | None], None],
+            storage_path: str, name: str, resume=None):
+    """Train one config on p.workers DDP workers; call on_report(metrics, checkpoint_path) per epoch
+    in the calling thread. Returns Ray Train's Result."""
+    from dataclasses import asdict
+
+    from ray.train import RunConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"config": config, "run": asdict(run), "resume": resume},
+        scaling_config=scaling_config(p),
+        run_config=RunConfig(name=name, storage_path=storage_path, callbacks=[_forwarding_callback(queue)]),
+    )
+    outcome: dict = {}
+
+    def fit():
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as e:  # re-raised in the caller's thread
+            outcome["error"] = e
+        finally:
+            queue.put(_DONE_MARK)
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    while True:
+        item = queue.get()
+        if item == _DONE_MARK:
+            break
+        on_report(*item)
+    thread.join()
+    queue.shutdown()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+

@@ -1,0 +1,101 @@
+"""Resource math: what a trial asks Ray for, whether a cluster can ever satisfy it, and how many
+trials fit at once. Pure functions over plain dicts, so GPU layouts are testable on a CPU machine."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Plan:
+    workers: int
+    trial: dict          # the Tune trial's own bundle: {"CPU": .., "GPU": ..}
+    worker: dict | None  # each Ray Train worker's bundle, None for an in-process trial
+
+    @property
+    def use_gpu(self) -> bool:
+        return bool((self.worker or self.trial).get("GPU"))
+
+    @property
+    def bundles(self) -> list[dict]:
+        """Every bundle one trial places: its own, then one per DDP worker."""
+        return [self.trial] + [self.worker] * (self.workers if self.worker else 0)
+
+    def total(self) -> dict:
+        out: dict = {}
+        for b in self.bundles:
+            for k, v in b.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+
+def plan(resources) -> Plan:
+    """1 worker: the loop runs in the trial's own process with the worker's resources (no extra
+    processes or placement groups). More: a small driver bundle plus one bundle per DDP worker."""
+    worker = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
+    worker = {k: v for k, v in worker.items() if v}
+    if resources.workers_per_trial == 1:
+        return Plan(1, worker, None)
+    return Plan(resources.workers_per_trial, {"CPU": resources.cpus_per_trial}, worker)
+
+
+def scaling_config(p: Plan):
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=dict(p.worker))
+
+
+def tune_resources(p: Plan) -> dict:
+    """Tune's resource dict for the trial's own process (lower-case keys as tune.with_resources takes)."""
+    return {k.lower(): v for k, v in p.trial.items()} or {"cpu": 0}
+
+
+def unsatisfiable(p: Plan, nodes: list[dict]) -> str | None:
+    """Why no cluster of these nodes can ever run one trial, or None. Each bundle must fit on one node;
+    all of a trial's bundles must fit on the cluster at once (packing bundles first-fit, largest first)."""
+    if not nodes:
+        return "the cluster has no nodes"
+    free = [dict(n) for n in nodes]
+    for bundle in sorted(p.bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
+        home = next((n for n in free if all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items())), None)
+        if home is None:
+            biggest = {k: max(n.get(k, 0) for n in nodes) for k in bundle}
+            if all(biggest[k] + 1e-9 >= v for k, v in bundle.items()):
+                total = {k: sum(n.get(k, 0) for n in nodes) for k in p.total()}
+                return (f"one trial needs {_fmt(p.total())} in {len(p.bundles)} bundles and the cluster has "
+                        f"{_fmt(total)}; lower workers_per_trial or the per-worker resources")
+            return (f"a {'worker' if p.worker else 'trial'} needs {_fmt(bundle)} on one node and the largest node "
+                    f"has {_fmt(biggest)}; lower the per-worker resources or add larger nodes")
+        for k, v in bundle.items():
+            home[k] -= v
+    return None
+
+
+def concurrent_trials(p: Plan, nodes: list[dict]) -> int:
+    """How many trials fit on the cluster at once (bundles packed first-fit)."""
+    free, count = [dict(n) for n in nodes], 0
+    while True:
+        placed = []
+        for bundle in sorted(p.bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
+            home = next((n for n in free if all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items())), None)
+            if home is None:
+                return count
+            for k, v in bundle.items():
+                home[k] -= v
+            placed.append(bundle)
+        count += 1
+        if count > 100_000:
+            return count
+
+
+def _fmt(resources: dict) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items())) or "nothing"
+
+
+def ray_nodes() -> list[dict]:
+    """The alive nodes' total CPU/GPU of the connected Ray cluster."""
+    import ray
+
+    return [{k: n["Resources"].get(k, 0) for k in ("CPU", "GPU")} for n in ray.nodes() if n["Alive"]]
+
+
+__all__ = ["Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]
