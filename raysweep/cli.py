@@ -6,7 +6,17 @@ import sys
 import click
 import yaml
 
-from .spec import SpecError, load_spec
+from .spec import ExprError, SpecError, load_spec
+from .train.loop import ConfigError
+
+
+def load_checked(file, overrides=()):
+    """Load a spec and check it against its task (the trainer's layer)."""
+    from .train.validate import check_task
+
+    spec = load_spec(file, overrides)
+    check_task(spec)
+    return spec
 
 
 def _fail(message: str) -> None:
@@ -28,7 +38,7 @@ def validate(files, overrides):
     bad = 0
     for file in files:
         try:
-            spec = load_spec(file, overrides)
+            spec = load_checked(file, overrides)
         except SpecError as e:
             click.echo(str(e), err=True)
             bad += 1
@@ -48,7 +58,7 @@ def show(file, num, seed, overrides):
 
     from .spec import Space
 
-    spec = load_spec(file, overrides)
+    spec = load_checked(file, overrides)
     space = Space(spec)
     resolved = spec.model_dump(mode="json", exclude_none=True, exclude={"extends", "method"})
     click.echo(f"# {file} resolved\n" + yaml.safe_dump(resolved, sort_keys=False), nl=False)
@@ -61,6 +71,121 @@ def show(file, num, seed, overrides):
             _fail(f"{file}: constraints: no feasible config found for sample {i + 1}")
         samples.append(space.with_derived(config))
     click.echo(f"# {num} sampled trial configs (derived values applied)\n" + yaml.safe_dump(samples, sort_keys=False), nl=False)
+
+
+@cli.command("train")
+@click.argument("file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="A trial value (lr=3e-4) or, with a dot, a spec key (stopping.max_epochs=5).")
+@click.option("--seed", default=0, show_default=True, help="Seed for the parameters you do not set.")
+@click.option("--epochs", type=click.IntRange(1), help="Epochs (default: stopping.max_epochs).")
+@click.option("--test", "evaluate_test", is_flag=True, help="Evaluate on the held-out test split at the end.")
+@click.option("--out", type=click.Path(file_okay=False), help="Where to keep the final checkpoint.")
+@click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster for multi-worker trials (default: start one).")
+def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
+    """Train one config of a spec, exactly as a sweep trial would: reproduce any trial."""
+    import shutil
+    import time
+
+    from .train import Run
+
+    spec_sets = [o for o in overrides if "." in o.partition("=")[0]]
+    trial_sets = dict(_trial_value(o) for o in overrides if "." not in o.partition("=")[0])
+    spec = load_checked(file, spec_sets)
+    config = trial_config(spec, trial_sets, seed)
+    run = Run.from_spec(spec, **({"epochs": epochs} if epochs else {}), evaluate_test=evaluate_test)
+    out = out or f"runs/{spec.name}/train-{time.strftime('%Y%m%d-%H%M%S')}"
+    click.echo("config: " + yaml.safe_dump(config, default_flow_style=True, width=10_000).strip())
+    kept = {}
+
+    def report(metrics, checkpoint_dir):
+        shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                         if k in ("epoch", "train_loss", "val_loss", spec.metric.name, "lr", "epoch_seconds", "status",
+                                  "test_loss", "test_accuracy", "test_perplexity"))
+        click.echo(shown)
+        if checkpoint_dir:
+            shutil.rmtree(out, ignore_errors=True)
+            kept["path"] = shutil.copytree(checkpoint_dir, out)
+        if metrics.get("status") == "diverged":
+            click.echo(f"diverged: {metrics['diverged_reason']}")
+
+    from .sweep.resources import plan
+
+    p = plan(spec.resources)
+    if p.workers == 1:
+        from .train import train
+        from .train.device import local_device
+
+        train(config, run, report, device=local_device(p.use_gpu))
+    else:
+        _train_ddp(spec, config, run, p, report, address)
+    if "path" in kept:
+        click.echo(f"checkpoint: {kept['path']}")
+
+
+def _train_ddp(spec, config, run, p, report, address):
+    import os
+
+    import ray
+
+    from .sweep.ddp import run_ddp
+    from .sweep.resources import ray_nodes, unsatisfiable
+    from .train import checkpoint
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    why = unsatisfiable(p, ray_nodes())
+    if why:
+        _fail(f"resources: {why}")
+    storage = os.path.abspath(f"runs/{spec.name}/ray")
+
+    def forward(metrics, path):
+        report(metrics, path if path and os.path.exists(os.path.join(path, checkpoint.FILE)) else None)
+
+    run_ddp(config, run, p, forward, storage, f"train-{spec.name}")
+
+
+def _trial_value(assignment: str):
+    from .spec.yaml_io import parse_value
+
+    key, _, text = assignment.partition("=")
+    return key.strip(), parse_value(text) if text else None
+
+
+def trial_config(spec, values: dict, seed: int) -> dict:
+    """The config one trial of `spec` would see: given values, the rest sampled (seeded), derived applied."""
+    import numpy as np
+
+    from .spec import Space
+    from .spec.errors import did_you_mean
+    from .spec.check import _check_value
+    from .spec.settings import TRAIN_KEYS
+    from .train import get_task
+    from .train.loop import spec_dirs
+
+    space = Space(spec)
+    task = get_task(spec.task, spec_dirs(spec))
+    known = set(space.params) | set(spec.fixed) | set(spec.derived) | set(TRAIN_KEYS) | set(task.params)
+    for name in values:
+        if name not in known:
+            raise SpecError(f"--set {name}: not a parameter or setting{did_you_mean(name, known)}", spec._file,
+                            fix="set a parameter, a trainer setting or a task setting")
+    for name, value in values.items():
+        if name in TRAIN_KEYS:
+            _check_value(name, value, (), lambda path, msg, fix=None: _raise(f"--set {name}: {msg}", spec))
+    params = {k: v for k, v in values.items() if k in space.params}
+    rng = np.random.default_rng(seed)
+    config = space.sample_feasible(rng, params) or space.sample(rng, params)
+    bad = space.violated(config)
+    if bad is not None:
+        _raise(f"--set {', '.join(f'{k}={v}' for k, v in params.items())}: breaks the constraint `{bad.source}`", spec,
+               "change the values you set")
+    config = space.with_derived(config)
+    config.update(values)  # settings outside the space, and derived values the user pins
+    return config
+
+
+def _raise(message, spec, fix=None):
+    raise SpecError(message, spec._file, fix=fix)
 
 
 def summary(spec) -> str:
@@ -78,6 +203,8 @@ def main(argv=None) -> None:
     except SpecError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
+    except (ExprError, ConfigError) as e:  # a value that reaches an expression or the trainer badly
+        _fail(str(e))
     except click.UsageError as e:
         command = e.ctx.command_path if e.ctx else "raysweep"
         _fail(f"{command}: {e.format_message().rstrip('.')}; see `{command} --help`")

@@ -6,13 +6,12 @@ import types
 import typing
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from . import wandb
 from .errors import SpecError, allowed, did_you_mean
 from .model import At, Spec
-from .yaml_io import dotted, load_yaml, locate
+from .yaml_io import dotted, load_yaml, locate, parse_value
 
 _REPLACED_WHOLE = {"parameters", "derived", "mutations"}  # entries here replace, not merge, the base's
 
@@ -60,10 +59,7 @@ def _set_override(data: dict, positions: dict, assignment: str, file: Path) -> N
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise SpecError(f"--set '{assignment}' is not KEY=VALUE", fix="write e.g. --set search.num_samples=10")
-    try:
-        value = yaml.load(text, Loader=_loader())
-    except yaml.YAMLError:
-        value = text
+    value = parse_value(text)
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -72,11 +68,6 @@ def _set_override(data: dict, positions: dict, assignment: str, file: Path) -> N
             raise SpecError(f"--set {key}: '{part}' is not a section", fix="set a leaf key")
     node[parts[-1]] = value
     positions[tuple(parts)] = (f"{file} (--set {key.strip()})", None, None)
-
-
-def _loader():
-    from .yaml_io import _Loader
-    return _Loader
 
 
 def load_raw(file: str | Path, overrides: list[str] = ()) -> tuple[dict, dict]:

@@ -88,6 +88,14 @@ def load_yaml(file: str | Path) -> tuple[object, dict]:
     return data, positions
 
 
+def parse_value(text: str):
+    """A command-line value read like a YAML scalar (so `3e-4` is a number); unparsable text stays text."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return text
+
+
 def _dotted(path) -> str:
     out = ""
     for part in path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -43,13 +44,20 @@ class Run:
     min_delta: float = 0.0
     target: float | None = None
     evaluate_test: bool = False
+    task_dirs: tuple = ()  # where a user task module may live (the spec's folder)
 
     @classmethod
     def from_spec(cls, spec, **overrides) -> "Run":
         es = spec.stopping.early_stopping
         return cls(**{**dict(task=spec.task, metric=spec.metric.name, mode=spec.metric.mode,
                              epochs=spec.stopping.max_epochs, patience=es.patience if es else None,
-                             min_delta=es.min_delta if es else 0.0, target=spec.stopping.target), **overrides})
+                             min_delta=es.min_delta if es else 0.0, target=spec.stopping.target,
+                             task_dirs=spec_dirs(spec)), **overrides})
+
+
+def spec_dirs(spec) -> tuple:
+    file = getattr(spec, "_file", None)
+    return (os.path.dirname(os.path.abspath(file)),) if file else ()
 
 
 @dataclass
@@ -106,7 +114,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
           device: torch.device | str = "cpu") -> Result:
     # -- settings, data, model --------------------------------------------------------------------
     s = TrainSettings.model_validate(config)
-    task = get_task(run.task)
+    task = get_task(run.task, tuple(run.task_dirs))
     device = torch.device(device)
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0

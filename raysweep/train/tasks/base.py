@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -50,13 +51,17 @@ class Task:
         return {k: config.get(k, v) for k, v in self.params.items()}
 
 
-def get_task(ref: str) -> Task:
-    """A built-in task by name, or `package.module:object` (a Task subclass or instance)."""
+def get_task(ref: str, search_dirs: tuple = ()) -> Task:
+    """A built-in task by name, or `package.module:object` (a Task subclass or instance), looked up
+    on sys.path and then in search_dirs (the spec file's folder, so a task can sit beside its spec)."""
     from . import BUILTIN
 
     if ref in BUILTIN:
         return BUILTIN[ref]()
     module_name, _, attr = ref.partition(":")
+    for directory in search_dirs:
+        if directory not in sys.path:
+            sys.path.append(directory)
     obj = getattr(importlib.import_module(module_name), attr)
     task = obj() if isinstance(obj, type) else obj
     if not isinstance(task, Task):

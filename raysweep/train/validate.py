@@ -1,0 +1,41 @@
+"""Checks of a spec against its task: the task loads, the metric is one the trainer reports, and
+every name the spec sets is read by the trainer, the task, or a derived expression."""
+from __future__ import annotations
+
+from ..spec import Expr, SpecError, Spec
+from ..spec.errors import allowed, did_you_mean
+from ..spec.settings import TRAIN_KEYS
+from ..spec.yaml_io import dotted, locate
+from .loop import spec_dirs
+from .tasks import Task, get_task
+
+
+def reported_metrics(task: Task) -> list[str]:
+    return ["val_loss", f"val_{task.quality}", "train_loss"]
+
+
+def check_task(spec: Spec) -> Task:
+    positions, file = getattr(spec, "_positions", {}), getattr(spec, "_file", None)
+
+    def fail(path, message, fix=None):
+        f, line, col = locate(positions, path)
+        raise SpecError(message, f or file, line, col, dotted(path), fix)
+
+    try:
+        task = get_task(spec.task, spec_dirs(spec))
+    except (ImportError, AttributeError, TypeError) as e:
+        fail(("task",), f"cannot load task '{spec.task}': {e.__class__.__name__}: {e}",
+             "check the module is importable (installed or on PYTHONPATH) and names a raysweep.train.Task")
+    metrics = reported_metrics(task)
+    if spec.metric.name not in metrics:
+        fail(("metric", "name"), f"task {spec.task} does not report '{spec.metric.name}'"
+                                 f"{did_you_mean(spec.metric.name, metrics)}", allowed(metrics))
+    used_by_expressions = set().union(*(Expr(e).names for e in [*spec.derived.values(), *spec.constraints]))
+    known = set(TRAIN_KEYS) | set(task.params) | used_by_expressions
+    for section in ("parameters", "fixed"):
+        for name in getattr(spec, section):
+            if name not in known:
+                fail((section, name), f"'{name}' is read by neither the trainer nor task {spec.task}"
+                                      f"{did_you_mean(name, known)}",
+                     f"task settings: {', '.join(sorted(task.params))}; trainer settings: see README")
+    return task
