@@ -304,6 +304,10 @@ class Spec(Strict):
     tracking: Tracking = Tracking()
     storage_path: str | None = None
 
+    def payload(self) -> dict:
+        """Plain data that validates back to an equal Spec (for shipping to Ray workers)."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
     @model_validator(mode="after")
     def _method_alias(self):
         if self.method is not None:

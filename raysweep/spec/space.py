@@ -227,6 +227,28 @@ class Space:
             return hp.qnormal(label, p.mu, p.sigma, p.q)
         raise ValueError(d)
 
+    def hyperopt_point(self, config: dict) -> dict:
+        """A flat config as HyperOpt's trial vals: label -> value, choices as indices."""
+        point = {}
+
+        def visit(name, prefix):
+            p, label = self.params[name], prefix + name
+            if name not in config or p.distribution == "constant":
+                return
+            value = config[name]
+            if p.is_categorical:
+                point[label] = p.values.index(value)
+                for kid in self.children(name):
+                    if value in self.params[kid].parent_values:
+                        visit(kid, f"{label}={value}/")
+            else:
+                point[label] = value
+
+        for n, p in self.params.items():
+            if p.parent is None:
+                visit(n, "")
+        return point
+
     def from_hyperopt(self, sample: dict) -> dict:
         """Flatten HyperOpt's nested choice branches back to one config of native values."""
         flat: dict = {}

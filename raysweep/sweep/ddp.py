@@ -23,12 +23,12 @@ def _worker_loop(cfg: dict) -> None:
         ckpt = ray.train.Checkpoint.from_directory(directory) if directory else None
         ray.train.report(metrics, checkpoint=ckpt)
 
-    resume = cfg.get("resume")
+    resume, device, origin = cfg.get("resume"), ray.train.torch.get_device(), cfg.get("origin")
     if resume is not None:
         with resume.as_directory() as directory:
-            train(cfg["config"], Run(**cfg["run"]), report, resume_from=directory, device=ray.train.torch.get_device())
+            train(cfg["config"], Run(**cfg["run"]), report, resume_from=directory, device=device, origin=origin)
     else:
-        train(cfg["config"], Run(**cfg["run"]), report, device=ray.train.torch.get_device())
+        train(cfg["config"], Run(**cfg["run"]), report, device=device, origin=origin)
 
 
 def _forwarding_callback(queue):
@@ -43,7 +43,7 @@ def _forwarding_callback(queue):
 
 
 def run_ddp(config: dict, run: Run, p: Plan, on_report: Callable[[dict, str | None], None],
-            storage_path: str, name: str, resume=None):
+            storage_path: str, name: str, resume=None, origin: str | None = None):
     """Train one config on p.workers DDP workers; call on_report(metrics, checkpoint_path) per epoch
     in the calling thread. Returns Ray Train's Result."""
     from dataclasses import asdict
@@ -55,7 +55,7 @@ def run_ddp(config: dict, run: Run, p: Plan, on_report: Callable[[dict, str | No
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"config": config, "run": asdict(run), "resume": resume},
+        train_loop_config={"config": config, "run": asdict(run), "resume": resume, "origin": origin},
         scaling_config=scaling_config(p),
         run_config=RunConfig(name=name, storage_path=storage_path, callbacks=[_forwarding_callback(queue)]),
     )

@@ -110,8 +110,31 @@ def _weight_spread(model, world: int) -> float:
     return (hi - lo).abs().max().item()
 
 
+def _apply_settings(optimizer, schedule: Schedule, new: TrainSettings, old: TrainSettings) -> None:
+    """After restoring a checkpoint written under other settings (a PBT donor's), put the new
+    hyperparameters into the restored optimizer and schedule: the restored state keeps its moments."""
+    ratio = scaled_lr(new) / scaled_lr(old)
+    if ratio != 1.0:
+        for g in optimizer.param_groups:
+            g["lr"] *= ratio
+            if "initial_lr" in g:
+                g["initial_lr"] *= ratio
+        for sched in schedule.schedulers():
+            if hasattr(sched, "base_lrs"):
+                sched.base_lrs = [b * ratio for b in sched.base_lrs]
+            if hasattr(sched, "max_lrs"):
+                sched.max_lrs = [b * ratio for b in sched.max_lrs]
+    optimizer.param_groups[0]["weight_decay"] = new.weight_decay  # the decayed group
+    for g in optimizer.param_groups:
+        for key, value in (("betas", (new.beta1, new.beta2)), ("momentum", new.momentum), ("eps", new.eps)):
+            if key in g:
+                g[key] = value
+
+
 def train(config: dict, run: Run, report: Report, resume_from: str | None = None,
-          device: torch.device | str = "cpu") -> Result:
+          device: torch.device | str = "cpu", origin: str | None = None) -> Result:
+    """Train `config`; `origin` names who runs it (a trial id), kept in checkpoints so that a resume
+    from someone else's checkpoint (PBT's exploit) is reported as `resumed_from`."""
     # -- settings, data, model --------------------------------------------------------------------
     s = TrainSettings.model_validate(config)
     task = get_task(run.task, tuple(run.task_dirs))
@@ -134,6 +157,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
     quality = f"val_{task.quality}"
     state = {"epoch": 0, "best": None, "first_loss": None, "bad_epochs": 0}
+    resumed_from = None
     if resume_from:
         saved = checkpoint.load(resume_from)
         model.load_state_dict(saved["model"])
@@ -142,6 +166,9 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         scaler.load_state_dict(saved["scaler"])
         state = saved["loop"]
         checkpoint.set_rng_state(saved["rng"])
+        _apply_settings(optimizer, schedule, s, TrainSettings.model_validate(saved["config"]))
+        if origin is not None and saved.get("origin") not in (None, origin):
+            resumed_from = saved["origin"]
     net = DistributedDataParallel(model) if world > 1 else model
     samples_per_epoch = len(sampler) * world
     group = loader.batch_size * s.grad_accum  # samples per optimizer step on this rank
@@ -221,6 +248,8 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         elif epoch + 1 == run.epochs:
             status = "completed"
         metrics["status"] = status
+        if resumed_from:
+            metrics["resumed_from"], resumed_from = resumed_from, None
         if status != "running":
             if run.evaluate_test:
                 test = evaluate(model, task, splits.test, device, precision, rank, world)
@@ -235,7 +264,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         if save_now and rank == 0:
             directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), model=model.state_dict(),
                                         optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                                        scaler=scaler.state_dict(), loop=dict(state), config=config)
+                                        scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin)
         try:
             report(metrics, directory)
         finally:

@@ -59,6 +59,13 @@ class Schedule:
         if self.plateau is not None and self.steps >= self.warmup:
             self.plateau.step(metric)
 
+    def schedulers(self) -> list:
+        """Every torch scheduler in use (SequentialLR's parts included)."""
+        out = [x for x in (self.batch, self.plateau) if x is not None]
+        if isinstance(self.batch, tl.SequentialLR):
+            out += list(self.batch._schedulers)
+        return out
+
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]

@@ -73,3 +73,11 @@ def test_wandb_log_uniform_bounds_are_exponents(write_spec):
     assert raw["tracking"] == {"experiment": "p"} and raw["stopping"] == {"target": 0.1, "max_epochs": 27}
     assert raw["metric"]["goal"] == "minimize"  # W&B's default goal
     assert raw["scheduler"] == {"type": "asha", "grace_period": 3, "reduction_factor": 3, "max_t": 27}
+
+
+def test_every_example_round_trips_through_its_payload():
+    from raysweep.spec import Spec
+
+    for file in sorted((ROOT / "search_spaces").glob("*.yaml")):
+        spec = load_spec(file)
+        assert Spec.model_validate(spec.payload()) == spec, file.name

@@ -144,3 +144,16 @@ def test_char_lm_learns_and_reports_perplexity():
     first, last = reports[0], reports[-1]
     assert last["val_perplexity"] == pytest.approx(math.exp(last["val_loss"]))
     assert last["val_loss"] < first["val_loss"] and last["val_perplexity"] < 40  # uniform over bytes is 256
+
+
+def test_resume_under_new_hyperparameters_applies_them(tmp_path):
+    """PBT's exploit: restore a donor's checkpoint, continue with mutated lr / weight decay."""
+    donor = {"lr": 1e-3, "weight_decay": 0.0, "batch_size": 64, "schedule": "cosine", "checkpoint_every": 1}
+    _, reports, kept = run(donor, Run(task="digits_mlp", epochs=3), keep={1: tmp_path / "e1"}, origin="trial_a")
+    mutated = {**donor, "lr": 4e-3, "weight_decay": 0.01}
+    _, resumed, _ = run(mutated, Run(task="digits_mlp", epochs=3), resume_from=str(kept[1]), origin="trial_b")
+    assert resumed[0]["lr"] == pytest.approx(4 * reports[1]["lr"])  # same point on the cosine, 4x the base
+    assert resumed[0]["resumed_from"] == "trial_a" and "resumed_from" not in resumed[1]
+    assert ckpt.load(kept[1])["origin"] == "trial_a"
+    _, own, _ = run(donor, Run(task="digits_mlp", epochs=3), resume_from=str(kept[1]), origin="trial_a")
+    assert "resumed_from" not in own[0]  # resuming one's own checkpoint is no exploit

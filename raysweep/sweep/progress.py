@@ -1,0 +1,77 @@
+"""A concise live view of a stage instead of Ray's per-trial log: one line per finished trial and
+a heartbeat line while trials run."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ray.tune import Callback
+
+
+def decision(last: dict | None, errored: bool = False) -> str:
+    """How a trial ended: completed, early_stopped (patience), target_reached, diverged, stopped
+    (by the scheduler: ASHA, HyperBand, median stopping), or errored."""
+    if errored:
+        return "errored"
+    status = (last or {}).get("status", "running")
+    return "stopped" if status == "running" else status
+
+
+class Progress(Callback):
+    def __init__(self, stage: str, metric: str, mode: str, total: int, every_s: float = 15.0, stream=None):
+        self.stage, self.metric, self.mode, self.total, self.every_s = stage, metric, mode, total, every_s
+        self.stream = stream or sys.stdout
+        self.counts: dict = {}
+        self.running: set = set()
+        self.best = None
+        self.best_trial = None
+        self.started = self.last_print = time.monotonic()
+
+    def __getstate__(self):  # Tune pickles callbacks with the experiment; streams don't pickle
+        state = dict(self.__dict__)
+        state["stream"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.stream = sys.stdout
+        self.started = self.last_print = time.monotonic()
+
+    def _better(self, value):
+        if value is None or not math.isfinite(value):
+            return False
+        return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+
+    def line(self) -> str:
+        done = sum(self.counts.values())
+        parts = [f"{k.replace('_', ' ')} {v}" for k, v in sorted(self.counts.items())]
+        best = f"best {self.metric} {self.best:.4g} ({self.best_trial})" if self.best is not None else "no result yet"
+        elapsed = time.monotonic() - self.started
+        return (f"[{self.stage}] {done}/{self.total} done ({', '.join(parts) or '-'}), {len(self.running)} running; "
+                f"{best}; {int(elapsed // 60):02d}:{int(elapsed % 60):02d}")
+
+    def _print(self):
+        print(self.line(), file=self.stream, flush=True)
+        self.last_print = time.monotonic()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.running.add(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self._better(result.get(self.metric)):
+            self.best, self.best_trial = result[self.metric], trial.trial_id
+        if time.monotonic() - self.last_print > self.every_s:
+            self._print()
+
+    def _finish(self, trial, errored):
+        self.running.discard(trial.trial_id)
+        d = decision(trial.last_result, errored)
+        self.counts[d] = self.counts.get(d, 0) + 1
+        self._print()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, True)

@@ -1,0 +1,143 @@
+"""One stage of a sweep on Ray Tune: build searcher, scheduler and resources from the spec, run or
+resume the Tuner, and hand back plain records (no Ray objects leave this module)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+from ..spec import Space, Spec, SpecError
+from ..spec.settings import TrainSettings
+from ..train import Run
+from .progress import Progress, decision
+from .resources import plan, ray_nodes, tune_resources, unsatisfiable
+from .schedulers import build_scheduler
+from .searchers import build_searcher, trial_count
+from .trainable import run_trial, trial_config
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    config: dict            # what the trainer saw (derived values included)
+    status: str             # completed | early_stopped | target_reached | diverged | stopped | errored
+    value: float | None     # the best value of the sweep metric the trial reached
+    epochs: int
+    metrics: dict = field(default_factory=dict)  # its last report
+    checkpoint: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class StageResult:
+    stage: str
+    path: str
+    metric: str
+    mode: str
+    trials: list[TrialRecord]
+
+    def ranked(self) -> list[TrialRecord]:
+        scored = [t for t in self.trials if t.value is not None and math.isfinite(t.value)]
+        return sorted(scored, key=lambda t: t.value, reverse=self.mode == "max")
+
+    @property
+    def best(self) -> TrialRecord | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def to_json(self) -> dict:
+        return {"stage": self.stage, "metric": self.metric, "mode": self.mode,
+                "best": asdict(self.best) if self.best else None,
+                "trials": [asdict(t) for t in self.ranked()] + [asdict(t) for t in self.trials if t not in self.ranked()]}
+
+
+class TargetStopper:
+    """Stop the whole stage once any trial reaches stopping.target."""
+
+    def __init__(self, metric: str, mode: str, target: float):
+        self.metric, self.mode, self.target, self.reached = metric, mode, target, False
+
+    def __call__(self, trial_id, result):
+        value = result.get(self.metric)
+        if value is not None and math.isfinite(value):
+            self.reached |= value <= self.target if self.mode == "min" else value >= self.target
+        return False
+
+    def stop_all(self):
+        return self.reached
+
+
+def check_resources(spec: Spec) -> None:
+    """Fail before the run (one line, exit 2) if no node layout of the cluster can run one trial."""
+    why = unsatisfiable(plan(spec.resources), ray_nodes())
+    if why:
+        raise SpecError(why, getattr(spec, "_file", None), path="resources",
+                        fix="or run on a cluster that has them (--address)")
+
+
+def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None = None, num_samples: int | None = None,
+              points: list[dict] = (), evaluated: list[tuple[dict, float]] = (), callbacks: list = (),
+              resume: bool = False, evaluate_test: bool = False, quiet: bool = False) -> StageResult:
+    from ray import tune
+
+    epochs = epochs or spec.stopping.max_epochs
+    num_samples = num_samples or spec.search.num_samples
+    space = Space(spec)
+    run = Run.from_spec(spec, epochs=epochs, evaluate_test=evaluate_test)
+    payload = {"spec": spec.payload(), "run": asdict(run), "storage": storage_path,
+               "nested": spec.search.method == "hyperopt"}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload),
+                                    tune_resources(plan(spec.resources)))
+    name = f"{spec.name}-{stage}"
+    path = os.path.join(storage_path, name)
+    total = trial_count(spec, space, num_samples, points)
+    progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total)]
+    if resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        stopper = TargetStopper(spec.metric.name, spec.metric.mode, spec.stopping.target) \
+            if spec.stopping.target is not None else None
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_pbt_base(spec, space),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric.name, mode=spec.metric.mode,
+                search_alg=build_searcher(spec, space, num_samples, points, evaluated),
+                scheduler=build_scheduler(spec, epochs), num_samples=total,
+                max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True,
+                time_budget_s=spec.stopping.time_budget_s),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage_path, verbose=0, stop=stopper,
+                callbacks=[*progress, *callbacks],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                failure_config=tune.FailureConfig(max_failures=1)))
+    grid = tuner.fit()
+    result = StageResult(stage, path, spec.metric.name, spec.metric.mode, [_record(r, space, payload) for r in grid])
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump(result.to_json(), f, indent=1, default=str)
+    return result
+
+
+def _pbt_base(spec: Spec, space: Space) -> dict:
+    """PBT mutates keys of the trial config: put mutated settings that are not parameters there."""
+    if spec.scheduler.type != "pbt":
+        return {}
+    defaults = TrainSettings().model_dump()
+    return {k: spec.fixed.get(k, defaults.get(k)) for k in spec.scheduler.mutations if k not in space.params}
+
+
+def _record(result, space: Space, payload: dict) -> TrialRecord:
+    last = result.metrics or {}
+    suggested = space.from_hyperopt(result.config) if payload["nested"] else result.config
+    metric = payload["run"]["metric"]
+    value = last.get(f"best_{metric}")
+    status = decision(last, result.error is not None)
+    return TrialRecord(
+        trial_id=last.get("trial_id") or os.path.basename(result.path),
+        config=trial_config(space, suggested), status=status,
+        value=None if status == "diverged" or value is None else float(value),
+        epochs=int(last.get("training_iteration", 0)),
+        metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k != "config"},
+        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        error=str(result.error).splitlines()[0][:300] if result.error else None)

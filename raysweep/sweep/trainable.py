@@ -1,0 +1,49 @@
+"""The function a Tune trial runs: the trainer in-process (1 worker) or as a DDP job (more)."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from ..spec import Space, Spec
+from ..train import Run, train
+from ..train.device import local_device
+from .resources import plan
+
+
+def trial_config(space: Space, suggested: dict) -> dict:
+    """What the trainer sees: the parameters with derived values, then any other suggested keys
+    (a PBT mutation of a fixed setting, a seed) on top."""
+    params = {k: v for k, v in suggested.items() if k in space.params}
+    config = space.with_derived(params)
+    config.update({k: v for k, v in suggested.items() if k not in space.params})
+    return config
+
+
+def run_trial(config: dict, payload: dict) -> None:
+    from ray import tune
+
+    spec = Spec.model_validate(payload["spec"])
+    space = Space(spec)
+    suggested = space.from_hyperopt(config) if payload["nested"] else config
+    full = trial_config(space, suggested)
+    run = Run(**payload["run"])
+    trial_id = tune.get_context().get_trial_id()
+    restored = tune.get_checkpoint()
+    p = plan(spec.resources)
+
+    def report(metrics, directory):
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory) if directory else None)
+
+    if p.workers > 1:
+        from .ddp import run_ddp
+
+        inner = os.path.join(payload["storage"], "ddp")
+        try:
+            run_ddp(full, run, p, lambda m, path: report(m, path), inner, trial_id, resume=restored, origin=trial_id)
+        finally:  # Tune keeps its own copy of every checkpoint: drop Train's
+            shutil.rmtree(os.path.join(inner, trial_id), ignore_errors=True)
+    elif restored is not None:
+        with restored.as_directory() as directory:
+            train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)
+    else:
+        train(full, run, report, device=local_device(p.use_gpu), origin=trial_id)
