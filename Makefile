@@ -27,7 +27,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 sweep: install
-	$(BIN)/raysweep run $(SPEC)
+	$(BIN)/raysweep sweep $(SPEC)
 
 validate: install
 	$(BIN)/raysweep validate search_spaces/*.yaml

@@ -123,6 +123,33 @@ def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
         click.echo(f"checkpoint: {kept['path']}")
 
 
+@cli.command("sweep")
+@click.argument("file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key.")
+@click.option("--address", envvar="RAY_ADDRESS", help="Run on this Ray cluster (`auto` for the local one).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted sweep; finished trials are not re-run.")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where Tune results and the MLflow file go.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, sqlite under runs).")
+@click.option("--stage", default="sweep", show_default=True, help="Stage name (MLflow parent run, result folder).")
+def sweep_command(file, overrides, address, resume, runs_dir, tracking_uri, stage):
+    """Run one stage of a sweep on Ray Tune; every trial lands in MLflow."""
+    spec = load_checked(file, overrides)
+    session = start_session(spec, address, runs_dir, tracking_uri)
+    result = session.stage(spec, stage, resume=resume)
+    session.summarize(result)
+
+
+def start_session(spec, address, runs_dir, tracking_uri):
+    from .session import Session
+
+    try:
+        return Session.start(spec, address=address, runs_dir=runs_dir, tracking_uri=tracking_uri)
+    except SpecError:
+        raise
+    except ConnectionError as e:
+        _fail(f"cannot reach the Ray cluster at {address}: {e}")
+
+
 def _train_ddp(spec, config, run, p, report, address):
     import os
 

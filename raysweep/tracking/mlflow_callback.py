@@ -1,0 +1,182 @@
+"""MLflow tracking of a sweep stage, as a Tune callback handed in by the caller.
+
+Hierarchy: one experiment per sweep; a parent run per stage (nested under a pipeline run when
+there is one); a child run per trial with `mlflow.parentRunId`, its resolved params (derived values
+included), per-epoch metrics with `step`, tags (stage, trial id, decision, seed) and its config as
+an artifact. Writes are batched on a thread. Resuming reuses the runs it finds and skips steps
+already logged; at the end every finished trial is reconciled against Tune's own result log, so a
+killed driver or a down MLflow server loses no finished trial.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ray.tune import Callback
+
+from ..spec import Space, Spec
+from ..sweep.progress import decision
+from ..sweep.trainable import trial_config
+from .writer import BatchWriter
+
+TAG = "raysweep."
+_SKIP = {"status", "diverged_reason", "resumed_from", "trial_id", "date", "hostname", "node_ip", "pid",
+         "experiment_id", "timestamp", "done", "training_iteration", "epoch", "checkpoint_dir_name", "config",
+         "should_checkpoint", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore"}
+
+
+def numeric_metrics(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in _SKIP and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
+
+
+def get_experiment(client, name: str, artifact_root: str | None = None) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if artifact_root:
+        location = artifact_root if "://" in artifact_root else "file://" + os.path.abspath(artifact_root)
+    return client.create_experiment(name, artifact_location=location)
+
+
+def find_or_create_run(client, experiment_id: str, tags: dict, name: str, parent: str | None = None) -> tuple[str, bool]:
+    """The run carrying these tags (and parent), created if missing; True if it already existed."""
+    clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+    if parent:
+        clauses.append(f"tags.`mlflow.parentRunId` = '{parent}'")
+    found = client.search_runs([experiment_id], " and ".join(clauses), max_results=1)
+    if found:
+        return found[0].info.run_id, True
+    all_tags = {**tags, "mlflow.runName": name, **({"mlflow.parentRunId": parent} if parent else {})}
+    return client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id, False
+
+
+class MlflowTracker(Callback):
+    def __init__(self, tracking_uri: str, experiment: str, stage: str, spec: Spec, stage_key: str,
+                 parent_run_id: str | None = None, artifact_root: str | None = None):
+        self.uri, self.experiment, self.stage, self.stage_key = tracking_uri, experiment, stage, stage_key
+        self.spec_payload = spec.payload()
+        self.nested = spec.search.method == "hyperopt"
+        self.metric = spec.metric.name
+        self.parent_run_id, self.artifact_root = parent_run_id, artifact_root
+        self.stage_run_id: str | None = None
+        self.runs: dict[str, str] = {}       # trial id -> MLflow run id
+        self.logged: dict[str, int] = {}     # trial id -> last step written
+        self.ended: set = set()
+        self._live = None
+
+    def __getstate__(self):  # Tune pickles callbacks with the experiment: keep only plain state
+        return {k: v for k, v in self.__dict__.items() if k not in ("_live",)} | {"_live": None}
+
+    # -- connection -------------------------------------------------------------------------------
+    @property
+    def live(self):
+        if self._live is None:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(self.uri)
+            self._live = {"client": client, "writer": BatchWriter(client),
+                          "space": Space(Spec.model_validate(self.spec_payload)),
+                          "experiment_id": get_experiment(client, self.experiment, self.artifact_root)}
+        return self._live
+
+    def setup(self, **info):
+        # after a restore, what was queued but maybe never written is re-read from MLflow itself
+        self.runs, self.logged, self.ended = {}, {}, set()
+        client = self.live["client"]
+        self.stage_run_id, _ = find_or_create_run(
+            client, self.live["experiment_id"], {TAG + "stage": self.stage, TAG + "stage_key": self.stage_key},
+            self.stage, self.parent_run_id)
+        client.set_tag(self.stage_run_id, TAG + "kind", "stage")
+
+    # -- trials -----------------------------------------------------------------------------------
+    def trial_params(self, trial) -> dict:
+        space = self.live["space"]
+        return trial_config(space, space.from_hyperopt(trial.config) if self.nested else trial.config)
+
+    def _run_for(self, trial) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        client = self.live["client"]
+        run_id, existed = find_or_create_run(client, self.live["experiment_id"], {TAG + "trial_id": trial.trial_id},
+                                             f"{self.stage}-{trial.trial_id}", self.stage_run_id)
+        self.runs[trial.trial_id] = run_id
+        if existed:  # a resumed sweep: continue after the steps already in MLflow
+            history = client.get_metric_history(run_id, self.metric)
+            self.logged[trial.trial_id] = max((m.step for m in history), default=0)
+        else:
+            params = self.trial_params(trial)
+            writer = self.live["writer"]
+            writer.params(run_id, params)
+            writer.tags(run_id, {TAG + "stage": self.stage, TAG + "trial_id": trial.trial_id,
+                                 TAG + "seed": params.get("seed", 0), TAG + "decision": "running"})
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._run_for(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._log_result(trial, result)
+
+    def _log_result(self, trial, result):
+        run_id = self._run_for(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= self.logged.get(trial.trial_id, 0):
+            return
+        self.logged[trial.trial_id] = step
+        self.live["writer"].metrics(run_id, numeric_metrics(result), step, result.get("timestamp", 0) * 1000 or None)
+        if result.get("resumed_from"):
+            self.live["writer"].tags(run_id, {TAG + "resumed_from": result["resumed_from"]})
+
+    def _end(self, trial, errored: bool):
+        self.ended.add(trial.trial_id)
+        run_id, client = self._run_for(trial), self.live["client"]
+        last = trial.last_result or {}
+        tags = {TAG + "decision": decision(last, errored)}
+        if last.get("diverged_reason"):
+            tags[TAG + "diverged_reason"] = last["diverged_reason"]
+        if errored and trial.error_file and os.path.exists(trial.error_file):
+            with open(trial.error_file) as f:
+                tags[TAG + "error"] = (f.read().strip().splitlines() or [""])[-1][:500]
+        self.live["writer"].tags(run_id, tags)
+        self.live["writer"].flush(timeout_s=10)  # a finished trial reaches MLflow before we go on
+        try:
+            client.log_text(run_id, json.dumps(self.trial_params(trial), indent=1, default=str), "config.json")
+            client.set_terminated(run_id, "FAILED" if errored else "FINISHED")
+        except Exception:  # noqa: BLE001 - MLflow down: the reconcile pass at the end retries
+            pass
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._end(trial, errored=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._end(trial, errored=True)
+
+    # -- end: make MLflow match Tune's own record ---------------------------------------------------
+    def on_experiment_end(self, trials, **info):
+        for trial in trials:
+            if trial.status not in ("TERMINATED", "ERROR"):
+                continue
+            for result in _result_log(trial):
+                self._log_result(trial, result)
+            if trial.trial_id not in self.ended:
+                self._end(trial, errored=trial.status == "ERROR")
+        writer = self.live["writer"]
+        if not writer.close(timeout_s=120):
+            print(f"raysweep: MLflow at {self.uri} did not take every record ({writer.last_error}); "
+                  "run the same command with --resume to write them", flush=True)
+
+
+def _result_log(trial) -> list[dict]:
+    path = os.path.join(trial.local_path or "", "result.json")
+    if not trial.local_path or not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut off by a kill
+    return out

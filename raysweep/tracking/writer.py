@@ -1,0 +1,84 @@
+"""Batched, retried MLflow writes on a background thread, so logging stays off the sweep's hot path."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from mlflow.entities import Metric, Param, RunTag
+
+# MLflow's per-call limits for log_batch
+_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+
+
+class BatchWriter:
+    def __init__(self, client, interval_s: float = 0.5):
+        self.client, self.interval_s = client, interval_s
+        self.pending: queue.Queue = queue.Queue()
+        self.failures = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="raysweep-mlflow", daemon=True)
+        self._thread.start()
+
+    def metrics(self, run_id: str, values: dict, step: int, timestamp_ms: int | None = None):
+        ts = timestamp_ms or int(time.time() * 1000)
+        self.pending.put((run_id, "metrics", [Metric(k, float(v), ts, step) for k, v in values.items()]))
+
+    def params(self, run_id: str, values: dict):
+        self.pending.put((run_id, "params", [Param(k, str(v)[:6000]) for k, v in values.items()]))
+
+    def tags(self, run_id: str, values: dict):
+        self.pending.put((run_id, "tags", [RunTag(k, str(v)[:5000]) for k, v in values.items()]))
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Wait until everything queued is written; False if MLflow did not take it in time."""
+        deadline = time.monotonic() + timeout_s
+        while self.pending.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.pending.unfinished_tasks
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        done = self.flush(timeout_s)
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        return done
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                first = self.pending.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            items = [first]
+            time.sleep(self.interval_s)  # gather a batch
+            while True:
+                try:
+                    items.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            batches: dict = {}
+            for run_id, kind, entries in items:
+                batches.setdefault(run_id, {"metrics": [], "params": [], "tags": []})[kind] += entries
+            for run_id, batch in batches.items():
+                self._write(run_id, batch)
+            for _ in items:
+                self.pending.task_done()
+
+    def _write(self, run_id, batch):
+        delay = 0.5
+        while True:  # an unreachable server stalls this thread, never the sweep
+            try:
+                for kind, limit in _LIMITS.items():
+                    entries = batch[kind]
+                    for i in range(0, len(entries), limit):
+                        self.client.log_batch(run_id, **{kind: entries[i:i + limit]})
+                batch = {k: [] for k in batch}
+                return
+            except Exception as e:  # noqa: BLE001 - any MLflow/HTTP failure: back off and retry
+                self.failures += 1
+                self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                if self._stop.is_set():
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
