@@ -67,11 +67,12 @@ class ConstrainedHyperOpt(HyperOptSearch):
         from hyperopt import JOB_STATE_DONE
         from hyperopt.fmin import generate_trials_to_calculate
 
-        # HyperOpt takes initial points LIFO: reverse so they run in the given order
-        vals = [self.rs_space.hyperopt_point(c) for c, _ in evaluated] + \
-               [self.rs_space.hyperopt_point(c) for c in reversed(points)]
+        # Tune hands out initial points from the front of the list, last first: reverse them so they
+        # run in the given order; results already known go after them, marked done
+        vals = [self.rs_space.hyperopt_point(c) for c in reversed(points)] + \
+               [self.rs_space.hyperopt_point(c) for c, _ in evaluated]
         self._hpopt_trials = generate_trials_to_calculate(vals)
-        for trial, (_, value) in zip(self._hpopt_trials.trials, evaluated):
+        for trial, (_, value) in zip(self._hpopt_trials._dynamic_trials[len(points):], evaluated):  # .trials copies
             trial["state"] = JOB_STATE_DONE
             trial["result"] = self._to_hyperopt_result({self.metric: value})
         self._hpopt_trials.refresh()

@@ -1,0 +1,84 @@
+"""Searchers against toy objectives, driven through Tune's Searcher interface (no cluster needed)."""
+import math
+
+import numpy as np
+
+from raysweep.spec import Space, Spec
+from raysweep.sweep.searchers import ConstrainedHyperOpt, build_list
+
+HEAD = {"name": "t", "task": "digits_mlp", "metric": {"name": "val_loss", "mode": "min"}}
+
+
+def spec(parameters, **extra):
+    return Spec.model_validate({**HEAD, "parameters": parameters, **extra})
+
+
+def drive(searcher, space, objective, n):
+    """Ask for n trials one by one, report objective(config), return the flat configs in order."""
+    seen = []
+    for i in range(n):
+        config = space.from_hyperopt(searcher.suggest(f"t{i}"))
+        seen.append(config)
+        searcher.on_trial_complete(f"t{i}", {"val_loss": objective(config)})
+    return seen
+
+
+def test_tpe_concentrates_on_the_good_region():
+    # optimum at lr = 1e-3, the middle of six decades: random search's distance to it is uniform on [0, 3]
+    s = spec({"lr": {"distribution": "loguniform", "min": 1e-6, "max": 1.0},
+              "x": {"distribution": "uniform", "min": -5, "max": 5}}, search={"method": "random", "seed": 2})
+    space = Space(s)
+    objective = lambda c: (math.log10(c["lr"]) + 3) ** 2 + c["x"] ** 2  # noqa: E731
+    distance = lambda c: abs(math.log10(c["lr"]) + 3)  # noqa: E731
+    tpe = drive(ConstrainedHyperOpt(space, "val_loss", "min", 2, 10), space, objective, 80)
+    random = build_list(s, space, 80).configs
+    assert np.median([distance(c) for c in tpe[-30:]]) < 1.0
+    assert np.median([distance(c) for c in random[-30:]]) > 1.0  # the same check fails for random search
+    assert min(objective(c) for c in tpe) < min(objective(c) for c in random)
+
+
+def test_tpe_never_runs_an_infeasible_config_and_learns_from_rejections():
+    s = spec({"a": {"distribution": "uniform", "min": 0, "max": 1}, "b": {"distribution": "uniform", "min": 0, "max": 1}},
+             constraints=["a + b < 0.5"])
+    space = Space(s)
+    searcher = ConstrainedHyperOpt(space, "val_loss", "min", 0, 5)
+    configs = drive(searcher, space, lambda c: c["a"] + c["b"], 30)
+    assert all(c["a"] + c["b"] < 0.5 for c in configs)
+    assert searcher.rejected > 0  # infeasible proposals were answered inside the searcher, not run
+    assert len(searcher._hpopt_trials.trials) == 30 + searcher.rejected
+
+
+def test_tpe_takes_starting_points_and_earlier_results():
+    s = spec({"opt": {"values": ["sgd", "adam"]},
+              "momentum": {"distribution": "uniform", "min": 0.8, "max": 0.99, "when": {"opt": "sgd"}},
+              "lr": {"distribution": "loguniform", "min": 1e-4, "max": 1e-1}})
+    space = Space(s)
+    points = [{"opt": "sgd", "momentum": 0.9, "lr": 0.01}, {"opt": "adam", "lr": 0.001}]
+    earlier = [({"opt": "adam", "lr": 0.002}, 0.1), ({"opt": "sgd", "momentum": 0.95, "lr": 0.05}, 0.5)]
+    searcher = ConstrainedHyperOpt(space, "val_loss", "min", 0, 5, points, earlier)
+    first = [space.from_hyperopt(searcher.suggest(f"p{i}")) for i in range(2)]
+    assert first == points  # starting points run first, in order, with their conditional values
+    losses = sorted(x for x in searcher._hpopt_trials.losses() if x is not None)
+    assert losses == [0.1, 0.5]  # earlier results are known to TPE without being re-run
+
+
+def test_diverged_results_count_as_bad_for_tpe():
+    s = spec({"lr": {"distribution": "loguniform", "min": 1e-4, "max": 1.0}})
+    space = Space(s)
+    searcher = ConstrainedHyperOpt(space, "val_loss", "min", 0, 3)
+    searcher.suggest("a"), searcher.on_trial_complete("a", {"val_loss": 0.3})
+    searcher.suggest("b"), searcher.on_trial_complete("b", {"val_loss": math.nan})
+    losses = searcher._hpopt_trials.losses()
+    assert losses[0] == 0.3 and math.isfinite(losses[1]) and losses[1] > 0.3
+
+
+def test_list_searcher_runs_given_points_first_then_feasible_draws():
+    s = spec({"a": {"distribution": "int", "min": 1, "max": 9}, "b": {"values": [2, 3]}},
+             constraints=["a % b == 0"], search={"method": "random", "seed": 1})
+    space = Space(s)
+    searcher = build_list(s, space, 6, points=[{"a": 4, "b": 2}])
+    configs = []
+    while (c := searcher.suggest(str(len(configs)))) != "FINISHED":
+        configs.append(c)
+    assert len(configs) == 6 and configs[0] == {"a": 4, "b": 2}
+    assert all(c["a"] % c["b"] == 0 for c in configs)
