@@ -18,7 +18,8 @@ def connect_ray(address: str | None) -> None:
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # DDP reports reach Tune sooner
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: no banners
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # experiment state at most 1 s old if killed  # the legacy reporter honours verbose=0: no banners
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     for name in ("ray.tune", "ray.train", "ray.air", "mlflow"):  # banners and DB-creation notes
@@ -36,6 +37,10 @@ class Session:
     @classmethod
     def start(cls, spec: Spec, address=None, runs_dir="runs", tracking_uri=None) -> "Session":
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # MLflow's client retries a request for minutes by default, blocking the sweep's driver;
+        # raysweep's writer retries on its own thread instead
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         import mlflow  # noqa: F401 - it configures its logger on import; connect_ray quiets it after
         runs_dir = os.path.abspath(runs_dir)
         os.makedirs(runs_dir, exist_ok=True)

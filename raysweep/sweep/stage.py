@@ -14,7 +14,7 @@ from .progress import Progress, decision
 from .resources import plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import build_searcher, trial_count
-from .trainable import run_trial, trial_config
+from .trainable import PBT_KEY, FromConfig, run_trial, suggestion, trial_config
 
 
 @dataclass
@@ -98,19 +98,23 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     else:
         stopper = TargetStopper(spec.metric.name, spec.metric.mode, spec.stopping.target) \
             if spec.stopping.target is not None else None
+        searcher = build_searcher(spec, space, num_samples, points, evaluated)
+        param_space, count = {}, total
+        if spec.scheduler.type == "pbt":
+            param_space, count, searcher = _pbt_space(spec, space, searcher.configs), 1, None
         tuner = tune.Tuner(
             trainable,
-            param_space=_pbt_base(spec, space),
+            param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric=spec.metric.name, mode=spec.metric.mode,
-                search_alg=build_searcher(spec, space, num_samples, points, evaluated),
-                scheduler=build_scheduler(spec, epochs), num_samples=total,
+                metric=spec.metric.name, mode=spec.metric.mode, search_alg=searcher,
+                scheduler=build_scheduler(spec, epochs), num_samples=count,
                 max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True,
                 time_budget_s=spec.stopping.time_budget_s),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage_path, verbose=0, stop=stopper,
                 callbacks=[*progress, *callbacks],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # PBT clones a donor's checkpoint some time after choosing it: keep them all then
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=1)))
     grid = tuner.fit()
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, [_record(r, space, payload) for r in grid])
@@ -119,17 +123,19 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     return result
 
 
-def _pbt_base(spec: Spec, space: Space) -> dict:
-    """PBT mutates keys of the trial config: put mutated settings that are not parameters there."""
-    if spec.scheduler.type != "pbt":
-        return {}
-    defaults = TrainSettings().model_dump()
-    return {k: spec.fixed.get(k, defaults.get(k)) for k in spec.scheduler.mutations if k not in space.params}
+def _pbt_space(spec: Spec, space: Space, configs: list[dict]) -> dict:
+    """PBT takes no searcher: run the presampled configs as a grid, with each mutated key at the top
+    level of the trial config where PBT perturbs it."""
+    from ray import tune
+
+    defaults = {**TrainSettings().model_dump(), **spec.fixed}
+    return {PBT_KEY: tune.grid_search(configs),
+            **{k: tune.sample_from(FromConfig(k, defaults.get(k))) for k in spec.scheduler.mutations}}
 
 
 def _record(result, space: Space, payload: dict) -> TrialRecord:
     last = result.metrics or {}
-    suggested = space.from_hyperopt(result.config) if payload["nested"] else result.config
+    suggested = suggestion(result.config, space, payload["nested"])
     metric = payload["run"]["metric"]
     value = last.get(f"best_{metric}")
     status = decision(last, result.error is not None)

@@ -10,6 +10,27 @@ from ..train.device import local_device
 from .resources import plan
 
 
+PBT_KEY = "__config"  # PBT allows no searcher: its configs arrive as a grid over whole configs
+
+
+def suggestion(config: dict, space: Space, nested: bool) -> dict:
+    """The flat config a searcher meant: HyperOpt's nested branches flattened; under PBT the
+    presampled config with PBT's (possibly mutated) top-level keys over it."""
+    if PBT_KEY in config:
+        return {**config[PBT_KEY], **{k: v for k, v in config.items() if k != PBT_KEY}}
+    return space.from_hyperopt(config) if nested else config
+
+
+class FromConfig:
+    """PBT's starting value of a mutated key: the presampled config's, else the default."""
+
+    def __init__(self, key, default):
+        self.key, self.default = key, default
+
+    def __call__(self, config):
+        return config[PBT_KEY].get(self.key, self.default)
+
+
 def trial_config(space: Space, suggested: dict) -> dict:
     """What the trainer sees: the parameters with derived values, then any other suggested keys
     (a PBT mutation of a fixed setting, a seed) on top."""
@@ -24,8 +45,7 @@ def run_trial(config: dict, payload: dict) -> None:
 
     spec = Spec.model_validate(payload["spec"])
     space = Space(spec)
-    suggested = space.from_hyperopt(config) if payload["nested"] else config
-    full = trial_config(space, suggested)
+    full = trial_config(space, suggestion(config, space, payload["nested"]))
     run = Run(**payload["run"])
     trial_id = tune.get_context().get_trial_id()
     restored = tune.get_checkpoint()

@@ -16,7 +16,7 @@ from ray.tune import Callback
 
 from ..spec import Space, Spec
 from ..sweep.progress import decision
-from ..sweep.trainable import trial_config
+from ..sweep.trainable import suggestion, trial_config
 from .writer import BatchWriter
 
 TAG = "raysweep."
@@ -64,6 +64,7 @@ class MlflowTracker(Callback):
         self.runs: dict[str, str] = {}       # trial id -> MLflow run id
         self.logged: dict[str, int] = {}     # trial id -> last step written
         self.ended: set = set()
+        self.warned = False
         self._live = None
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment: keep only plain state
@@ -93,12 +94,12 @@ class MlflowTracker(Callback):
     # -- trials -----------------------------------------------------------------------------------
     def trial_params(self, trial) -> dict:
         space = self.live["space"]
-        return trial_config(space, space.from_hyperopt(trial.config) if self.nested else trial.config)
+        return trial_config(space, suggestion(trial.config, space, self.nested))
 
     def _run_for(self, trial) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        client = self.live["client"]
+        client = self.live["client"]  # a lookup while MLflow is down raises: Tune logs it, the sweep goes on
         run_id, existed = find_or_create_run(client, self.live["experiment_id"], {TAG + "trial_id": trial.trial_id},
                                              f"{self.stage}-{trial.trial_id}", self.stage_run_id)
         self.runs[trial.trial_id] = run_id
@@ -113,11 +114,22 @@ class MlflowTracker(Callback):
                                  TAG + "seed": params.get("seed", 0), TAG + "decision": "running"})
         return run_id
 
+    def _guard(self, trial, action, *args):
+        """MLflow failing must never stop the sweep: note it, let the end-of-stage reconcile catch up."""
+        try:
+            action(trial, *args)
+        except Exception as e:  # noqa: BLE001
+            self.runs.pop(trial.trial_id, None)  # look the run up afresh next time
+            if not self.warned:
+                self.warned = True
+                print(f"raysweep: MLflow at {self.uri} failed ({type(e).__name__}); the sweep goes on and "
+                      "catches up at the end", flush=True)
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run_for(trial)
+        self._guard(trial, self._run_for)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._log_result(trial, result)
+        self._guard(trial, self._log_result, result)
 
     def _log_result(self, trial, result):
         run_id = self._run_for(trial)
@@ -130,7 +142,6 @@ class MlflowTracker(Callback):
             self.live["writer"].tags(run_id, {TAG + "resumed_from": result["resumed_from"]})
 
     def _end(self, trial, errored: bool):
-        self.ended.add(trial.trial_id)
         run_id, client = self._run_for(trial), self.live["client"]
         last = trial.last_result or {}
         tags = {TAG + "decision": decision(last, errored)}
@@ -144,26 +155,29 @@ class MlflowTracker(Callback):
         try:
             client.log_text(run_id, json.dumps(self.trial_params(trial), indent=1, default=str), "config.json")
             client.set_terminated(run_id, "FAILED" if errored else "FINISHED")
+            self.ended.add(trial.trial_id)
         except Exception:  # noqa: BLE001 - MLflow down: the reconcile pass at the end retries
             pass
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._end(trial, errored=False)
+        self._guard(trial, self._end, False)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial, errored=True)
+        self._guard(trial, self._end, True)
 
     # -- end: make MLflow match Tune's own record ---------------------------------------------------
     def on_experiment_end(self, trials, **info):
-        for trial in trials:
-            if trial.status not in ("TERMINATED", "ERROR"):
-                continue
-            for result in _result_log(trial):
-                self._log_result(trial, result)
-            if trial.trial_id not in self.ended:
-                self._end(trial, errored=trial.status == "ERROR")
+        done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
         writer = self.live["writer"]
-        if not writer.close(timeout_s=120):
+        for trial in done:
+            self._guard(trial, lambda t: [self._log_result(t, r) for r in _result_log(t)])
+        written = writer.flush(timeout_s=120)  # waits out a short MLflow outage
+        for trial in done:
+            if trial.trial_id not in self.ended:
+                self._guard(trial, self._end, trial.status == "ERROR")
+        written = writer.close(timeout_s=60) and written
+        missing = [t.trial_id for t in done if t.trial_id not in self.ended]
+        if not written or missing:
             print(f"raysweep: MLflow at {self.uri} did not take every record ({writer.last_error}); "
                   "run the same command with --resume to write them", flush=True)
 

@@ -1,0 +1,62 @@
+"""`raysweep sweep` as a user runs it: a separate driver process, its own local Ray, MLflow sqlite."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT, run_cli
+
+SPEC = "search_spaces/digits_mlp.yaml"
+SMALL = ["--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=3", "--set", "fixed.hidden=32",
+         "--set", "search.method=random", "--set", "scheduler.type=fifo", "--set", "scheduler.grace_period=1"]
+
+
+def children(runs_dir, experiment="digits_mlp"):
+    client = MlflowClient(f"sqlite:///{runs_dir}/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    return client, [r for r in runs if "raysweep.trial_id" in r.data.tags]
+
+
+def test_impossible_resource_request_fails_before_the_run(tmp_path):
+    result = run_cli("sweep", SPEC, "--set", "resources.gpus_per_worker=1", "--runs-dir", tmp_path, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"{SPEC}: resources: a trial needs 1 CPU, 1 GPU on one node and the largest node has")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ray").exists()  # nothing was started
+
+
+def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path):
+    args = [sys.executable, "-m", "raysweep", "sweep", SPEC, *SMALL, "--set", "search.num_samples=6",
+            "--set", "search.max_concurrent=1", "--runs-dir", str(tmp_path)]
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    for line in driver.stdout:  # wait until two trials have finished, then kill the driver and its Ray
+        if "] 2/6 done" in line:
+            break
+    time.sleep(2)  # Tune snapshots its state every second (TUNE_GLOBAL_CHECKPOINT_S=1)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    _, before = children(tmp_path)
+    finished_before = {r.data.tags["raysweep.trial_id"] for r in before if r.data.tags["raysweep.decision"] != "running"}
+    assert 2 <= len(finished_before) < 6
+
+    resumed = run_cli("sweep", SPEC, *SMALL, "--set", "search.num_samples=6", "--set", "search.max_concurrent=1",
+                      "--runs-dir", tmp_path, "--resume", timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "sweep: 6 trials" in resumed.stdout
+    client, after = children(tmp_path)
+    ids = [r.data.tags["raysweep.trial_id"] for r in after]
+    assert len(ids) == 6 and len(set(ids)) == 6  # every trial exactly once in MLflow
+    for run in after:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert sorted(steps) == [1, 2, 3], (run.data.tags["raysweep.trial_id"], steps)  # no epoch logged twice
+        assert run.data.tags["raysweep.decision"] == "completed" and run.info.status == "FINISHED"
+    # finished trials were not trained again: Tune's own result log of each holds its 3 epochs once
+    for trial_id in finished_before:
+        [trial_dir] = (tmp_path / "ray" / "digits_mlp-sweep").glob(f"*{trial_id}*")
+        assert len((trial_dir / "result.json").read_text().splitlines()) == 3

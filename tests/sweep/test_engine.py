@@ -1,0 +1,99 @@
+"""The sweep engine on a real Ray instance, the real trainer and real MLflow (sqlite), read back
+through MlflowClient: every searcher x scheduler, ASHA's early stops, PBT's exploits."""
+import os
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from raysweep.session import Session
+from raysweep.spec import Space, Spec
+from raysweep.sweep.searchers import SEARCHERS
+from raysweep.sweep.schedulers import SCHEDULERS
+
+BASE = {
+    "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},
+    "fixed": {"batch_size": 128, "hidden": 32},
+    "resources": {"cpus_per_worker": 0.25},
+    "parameters": {"optimizer": {"values": ["sgd", "adamw"]},
+                   "momentum": {"distribution": "uniform", "min": 0.8, "max": 0.95, "when": {"optimizer": "sgd"}},
+                   "lr": {"distribution": "loguniform", "min": 1e-3, "max": 3e-2},
+                   "dropout": {"distribution": "grid", "values": [0.0, 0.2]}},
+    "constraints": ["lr < 0.02 or optimizer == 'sgd'"],
+}
+SCHEDULER_ARGS = {"fifo": {}, "asha": {"grace_period": 1, "reduction_factor": 2}, "hyperband": {"reduction_factor": 2},
+                  "median": {"grace_period": 1, "min_samples_required": 2},
+                  "pbt": {"perturbation_interval": 1, "mutations": {"lr": {"distribution": "loguniform",
+                                                                             "min": 1e-3, "max": 3e-2}}}}
+
+
+def make_spec(name, method, scheduler, epochs=3, samples=2, **extra):
+    data = {**BASE, "name": name, "search": {"method": method, "num_samples": samples, "seed": 0, "max_concurrent": 2},
+            "scheduler": {"type": scheduler, **SCHEDULER_ARGS[scheduler]}, "stopping": {"max_epochs": epochs}, **extra}
+    if method == "hyperopt":  # TPE takes choices, not grids
+        data["parameters"] = {**data["parameters"], "dropout": {"values": [0.0, 0.2]}}
+        data["search"]["num_samples"] = 4
+    if scheduler == "pbt":
+        data["fixed"] = {**data["fixed"], "checkpoint_every": 1}
+    return Spec.model_validate(data)
+
+
+def trial_runs(session, stage):
+    client = MlflowClient(session.uri)
+    experiment = client.get_experiment_by_name(session.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("raysweep.stage") == stage and r.data.tags.get("raysweep.kind")]
+    assert len(parent) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    return client, parent[0], children
+
+
+COMBOS = [(m, s) for m in SEARCHERS for s in SCHEDULERS if not (s == "pbt" and m == "hyperopt")]
+
+
+@pytest.mark.parametrize("method, scheduler", COMBOS)
+def test_every_searcher_with_every_scheduler(ray_session, tmp_path, method, scheduler):
+    spec = make_spec(f"{method}_{scheduler}", method, scheduler)
+    session = Session.start(spec, runs_dir=str(tmp_path))
+    result = session.stage(spec, "coarse", quiet=True)
+    space = Space(spec)
+    # random: 2 dropout values x 2 draws; grid: also x 2 optimizers; hyperopt: 4 suggestions
+    expected = {"random": 4, "grid": 8, "hyperopt": 4}[method]
+    assert len(result.trials) == expected
+    assert all(t.status in ("completed", "stopped", "early_stopped") for t in result.trials), \
+        [(t.status, t.error) for t in result.trials]
+    for t in result.trials:
+        params = {k: v for k, v in t.config.items() if k in space.params}
+        assert space.violated(params) is None  # constraints held for every searcher
+        assert ("momentum" in t.config) == (t.config["optimizer"] == "sgd")
+    client, parent, children = trial_runs(session, "coarse")
+    assert len(children) == expected and parent.data.metrics["best_val_accuracy"] == result.best.value
+    by_trial = {r.data.tags["raysweep.trial_id"]: r for r in children}
+    for t in result.trials:
+        run = by_trial[t.trial_id]
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert sorted(m.step for m in history) == list(range(1, t.epochs + 1))  # one point per epoch, no repeats
+        assert run.data.tags["raysweep.decision"] == t.status and run.info.status == "FINISHED"
+        assert float(run.data.params["lr"]) == pytest.approx(t.config["lr"]) or scheduler == "pbt"
+    assert os.path.exists(os.path.join(result.path, "results.json"))
+
+
+def test_asha_stops_weak_trials_before_max_t(ray_session, tmp_path):
+    spec = make_spec("asha_stops", "random", "asha", epochs=6, samples=5)
+    result = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True)
+    epochs = sorted(t.epochs for t in result.trials)
+    assert epochs[0] < 6 and epochs[-1] == 6, epochs
+    assert {t.status for t in result.trials if t.epochs < 6} == {"stopped"}
+
+
+def test_pbt_exploits_from_checkpoints(ray_session, tmp_path):
+    spec = make_spec("pbt_exploits", "random", "pbt", epochs=6, samples=2)
+    session = Session.start(spec, runs_dir=str(tmp_path))
+    result = session.stage(spec, "coarse", quiet=True)
+    client, _, children = trial_runs(session, "coarse")
+    exploited = {r.data.tags["raysweep.trial_id"]: r.data.tags["raysweep.resumed_from"] for r in children
+                 if "raysweep.resumed_from" in r.data.tags}
+    ids = {t.trial_id for t in result.trials}
+    assert exploited, "no trial continued from another trial's checkpoint"
+    for trial, donor in exploited.items():
+        assert donor in ids and donor != trial
+    assert all(t.epochs == 6 for t in result.trials)  # exploited trials continue, they do not restart

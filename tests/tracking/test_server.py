@@ -1,0 +1,86 @@
+"""The MLflow server path: a real `mlflow server` on 127.0.0.1, started by the test, killed mid-sweep."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, root):
+        self.root, self.port, self.proc = root, free_port(), None
+        self.uri = f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.root}/server.db", "--artifacts-destination",
+             str(self.root / "artifacts"), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.uri}/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("mlflow server did not come up")
+
+    def kill(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = Server(tmp_path)
+    server.start()
+    yield server
+    if server.proc.poll() is None:
+        server.kill()
+
+
+def test_sweep_survives_the_mlflow_server_dying_and_coming_back(mlflow_server, tmp_path):
+    args = [sys.executable, "-m", "raysweep", "sweep", "search_spaces/digits_mlp.yaml",
+            "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=3", "--set", "fixed.hidden=32",
+            "--set", "search.method=random", "--set", "scheduler.type=fifo", "--set", "search.num_samples=5",
+            "--set", "search.max_concurrent=1", "--runs-dir", str(tmp_path / "runs"),
+            "--tracking-uri", mlflow_server.uri]
+    sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    for line in sweep.stdout:
+        output.append(line)
+        if "] 1/5 done" in line:
+            mlflow_server.kill()  # mid-sweep: trials keep running and finishing without it
+            break
+    time.sleep(3)
+    mlflow_server.start()  # the same store back on the same port
+    output += sweep.stdout.readlines()
+    assert sweep.wait(timeout=600) == 0, "".join(output)
+    text = "".join(output)
+    assert "sweep: 5 trials" in text and "did not take every record" not in text, text
+
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("digits_mlp")
+    runs = client.search_runs([exp.experiment_id])
+    trials = [r for r in runs if "raysweep.trial_id" in r.data.tags]
+    assert len(trials) == 5 and len({r.data.tags["raysweep.trial_id"] for r in trials}) == 5
+    for run in trials:
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss"))
+        assert steps == [1, 2, 3]
+        assert run.info.status == "FINISHED" and run.data.tags["raysweep.decision"] == "completed"
+        assert "config.json" in [a.path for a in client.list_artifacts(run.info.run_id)]  # through the server
