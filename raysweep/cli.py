@@ -130,20 +130,21 @@ def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep; finished trials are not re-run.")
 @click.option("--runs-dir", default="runs", show_default=True, help="Where Tune results and the MLflow file go.")
 @click.option("--tracking-uri", help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, sqlite under runs).")
+@click.option("--experiment", help="MLflow experiment (default: spec's tracking.experiment, else its name).")
 @click.option("--stage", default="sweep", show_default=True, help="Stage name (MLflow parent run, result folder).")
-def sweep_command(file, overrides, address, resume, runs_dir, tracking_uri, stage):
+def sweep_command(file, overrides, address, resume, runs_dir, tracking_uri, experiment, stage):
     """Run one stage of a sweep on Ray Tune; every trial lands in MLflow."""
     spec = load_checked(file, overrides)
-    session = start_session(spec, address, runs_dir, tracking_uri)
+    session = start_session(spec, address, runs_dir, tracking_uri, experiment)
     result = session.stage(spec, stage, resume=resume)
     session.summarize(result)
 
 
-def start_session(spec, address, runs_dir, tracking_uri):
+def start_session(spec, address, runs_dir, tracking_uri, experiment=None):
     from .session import Session
 
     try:
-        return Session.start(spec, address=address, runs_dir=runs_dir, tracking_uri=tracking_uri)
+        return Session.start(spec, address=address, runs_dir=runs_dir, tracking_uri=tracking_uri, experiment=experiment)
     except SpecError:
         raise
     except ConnectionError as e:

@@ -33,9 +33,10 @@ class Session:
     experiment: str
     parent_run_id: str | None = None
     spec_params: tuple = ()
+    storage_path: str | None = None
 
     @classmethod
-    def start(cls, spec: Spec, address=None, runs_dir="runs", tracking_uri=None) -> "Session":
+    def start(cls, spec: Spec, address=None, runs_dir="runs", tracking_uri=None, experiment=None) -> "Session":
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         # MLflow's client retries a request for minutes by default, blocking the sweep's driver;
         # raysweep's writer retries on its own thread instead
@@ -46,12 +47,14 @@ class Session:
         os.makedirs(runs_dir, exist_ok=True)
         connect_ray(address)
         check_resources(spec)
-        return cls(runs_dir, tracking_uri or tracking_uri_for(spec, runs_dir), spec.tracking.experiment or spec.name,
-                   spec_params=(*spec.parameters, *spec.derived))
+        return cls(runs_dir, tracking_uri or tracking_uri_for(spec, runs_dir),
+                   experiment or spec.tracking.experiment or spec.name, spec_params=(*spec.parameters, *spec.derived),
+                   storage_path=os.path.abspath(spec.storage_path) if spec.storage_path else None)
 
     @property
     def storage(self) -> str:
-        return os.path.join(self.runs_dir, "ray")
+        """Tune's results: the spec's storage_path (shared storage on a cluster), else runs/ray."""
+        return self.storage_path or os.path.join(self.runs_dir, "ray")
 
     def tracker(self, spec: Spec, stage: str) -> MlflowTracker:
         return MlflowTracker(self.uri, self.experiment, stage, spec, stage_key=f"{self.storage}/{spec.name}-{stage}",
@@ -63,8 +66,8 @@ class Session:
         self.log_stage(tracker, result)
         return result
 
-    def log_stage(self, tracker: MlflowTracker, result: StageResult) -> None:
-        """The stage's summary on its parent run; the best trial's checkpoint on the best trial's run."""
+    def log_stage(self, tracker: MlflowTracker, result: StageResult, top_k: int = 3) -> None:
+        """The stage's summary on its parent run; the top trials' final checkpoints on their runs."""
         import time
 
         from mlflow.entities import Metric
@@ -84,10 +87,11 @@ class Session:
             client.log_metric(run_id, f"best_{result.metric}", best.value)
             client.set_tag(run_id, "raysweep.best_trial", best.trial_id)
             client.log_text(run_id, json.dumps(best.config, indent=1, default=str), "best_config.json")
-            found = client.search_runs([experiment_id], f"tags.`raysweep.trial_id` = '{best.trial_id}' and "
+        for top in result.ranked()[:top_k]:
+            found = client.search_runs([experiment_id], f"tags.`raysweep.trial_id` = '{top.trial_id}' and "
                                                         f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)
-            if best.checkpoint and found:
-                client.log_artifacts(found[0].info.run_id, best.checkpoint, "best_checkpoint")
+            if top.checkpoint and found and os.path.isdir(top.checkpoint):
+                client.log_artifacts(found[0].info.run_id, top.checkpoint, "checkpoint")
         counts: dict = {}
         for t in result.trials:
             counts[t.status] = counts.get(t.status, 0) + 1

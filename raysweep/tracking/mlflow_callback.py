@@ -62,8 +62,9 @@ class MlflowTracker(Callback):
         self.parent_run_id, self.artifact_root = parent_run_id, artifact_root
         self.stage_run_id: str | None = None
         self.runs: dict[str, str] = {}       # trial id -> MLflow run id
-        self.logged: dict[str, int] = {}     # trial id -> last step written
+        self.logged: dict[str, set] = {}     # trial id -> steps queued or found in MLflow
         self.ended: set = set()
+        self.history: dict[str, dict] = {}  # trial id -> step -> result, for the end-of-stage replay
         self.warned = False
         self._live = None
 
@@ -84,7 +85,7 @@ class MlflowTracker(Callback):
 
     def setup(self, **info):
         # after a restore, what was queued but maybe never written is re-read from MLflow itself
-        self.runs, self.logged, self.ended = {}, {}, set()
+        self.runs, self.logged, self.ended, self.history = {}, {}, set(), {}
         client = self.live["client"]
         self.stage_run_id, _ = find_or_create_run(
             client, self.live["experiment_id"], {TAG + "stage": self.stage, TAG + "stage_key": self.stage_key},
@@ -103,9 +104,10 @@ class MlflowTracker(Callback):
         run_id, existed = find_or_create_run(client, self.live["experiment_id"], {TAG + "trial_id": trial.trial_id},
                                              f"{self.stage}-{trial.trial_id}", self.stage_run_id)
         self.runs[trial.trial_id] = run_id
-        if existed:  # a resumed sweep: continue after the steps already in MLflow
-            history = client.get_metric_history(run_id, self.metric)
-            self.logged[trial.trial_id] = max((m.step for m in history), default=0)
+        if existed:  # a resumed sweep or a recovered MLflow: only the steps it lacks are written
+            # union: steps still queued in this process's writer are not in MLflow yet
+            self.logged[trial.trial_id] = self.logged.get(trial.trial_id, set()) | {
+                m.step for m in client.get_metric_history(run_id, self.metric)}
         else:
             params = self.trial_params(trial)
             writer = self.live["writer"]
@@ -118,25 +120,30 @@ class MlflowTracker(Callback):
         """MLflow failing must never stop the sweep: note it, let the end-of-stage reconcile catch up."""
         try:
             action(trial, *args)
+            return True
         except Exception as e:  # noqa: BLE001
             self.runs.pop(trial.trial_id, None)  # look the run up afresh next time
             if not self.warned:
                 self.warned = True
                 print(f"raysweep: MLflow at {self.uri} failed ({type(e).__name__}); the sweep goes on and "
                       "catches up at the end", flush=True)
+            return False
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._guard(trial, self._run_for)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self.history.setdefault(trial.trial_id, {})[step] = result
         self._guard(trial, self._log_result, result)
 
     def _log_result(self, trial, result):
         run_id = self._run_for(trial)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        if step <= self.logged.get(trial.trial_id, 0):
+        steps = self.logged.setdefault(trial.trial_id, set())
+        if step in steps:
             return
-        self.logged[trial.trial_id] = step
+        steps.add(step)
         self.live["writer"].metrics(run_id, numeric_metrics(result), step, result.get("timestamp", 0) * 1000 or None)
         if result.get("resumed_from"):
             self.live["writer"].tags(run_id, {TAG + "resumed_from": result["resumed_from"]})
@@ -167,24 +174,56 @@ class MlflowTracker(Callback):
 
     # -- end: make MLflow match Tune's own record ---------------------------------------------------
     def on_experiment_end(self, trials, **info):
+        import time
+
         done = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
         writer = self.live["writer"]
-        for trial in done:
-            self._guard(trial, lambda t: [self._log_result(t, r) for r in _result_log(t)])
-        written = writer.flush(timeout_s=120)  # waits out a short MLflow outage
+        pending, deadline, delay = list(done), time.monotonic() + 120, 0.5
+        while pending:  # replay until MLflow answers: what this driver saw, and what Tune logged before a restart
+            still = []
+            for trial in pending:
+                seen = {int(r.get("epoch", r.get("training_iteration", 0))): r for r in _result_log(trial)}
+                seen.update(self.history.get(trial.trial_id, {}))
+                if not self._guard(trial, lambda t: [self._log_result(t, seen[k]) for k in sorted(seen)]):
+                    still.append(trial)
+            pending = still
+            if pending and time.monotonic() > deadline:
+                break
+            if pending:
+                time.sleep(delay)
+                delay = min(2 * delay, 5.0)
+        written = writer.flush(timeout_s=120) and not pending
         for trial in done:
             if trial.trial_id not in self.ended:
                 self._guard(trial, self._end, trial.status == "ERROR")
         written = writer.close(timeout_s=60) and written
+        self._drop_orphans({t.trial_id for t in trials})
         missing = [t.trial_id for t in done if t.trial_id not in self.ended]
         if not written or missing:
             print(f"raysweep: MLflow at {self.uri} did not take every record ({writer.last_error}); "
                   "run the same command with --resume to write them", flush=True)
 
 
+    def _drop_orphans(self, known: set) -> None:
+        """A trial started in the last second before a driver was killed never reached Tune's saved
+        state; the resumed sweep runs its config again under a new id. Its half run is deleted."""
+        try:
+            client = self.live["client"]
+            runs = client.search_runs([self.live["experiment_id"]],
+                                      f"tags.`mlflow.parentRunId` = '{self.stage_run_id}' and attributes.status = 'RUNNING'")
+            for run in runs:
+                if run.data.tags.get(TAG + "trial_id") not in known:
+                    client.delete_run(run.info.run_id)
+        except Exception:  # noqa: BLE001 - cosmetic: never fail a finished sweep over it
+            pass
+
+
 def _result_log(trial) -> list[dict]:
-    path = os.path.join(trial.local_path or "", "result.json")
-    if not trial.local_path or not os.path.exists(path):
+    """Tune's own per-trial log (result.json in the trial's storage folder; local_path is only
+    Ray's driver staging copy)."""
+    candidates = [os.path.join(d, "result.json") for d in (trial.path, trial.local_path) if d]
+    path = next((c for c in candidates if os.path.exists(c)), None)
+    if path is None:
         return []
     out = []
     with open(path) as f:

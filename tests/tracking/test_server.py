@@ -56,8 +56,8 @@ def mlflow_server(tmp_path):
 
 def test_sweep_survives_the_mlflow_server_dying_and_coming_back(mlflow_server, tmp_path):
     args = [sys.executable, "-m", "raysweep", "sweep", "search_spaces/digits_mlp.yaml",
-            "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=3", "--set", "fixed.hidden=32",
-            "--set", "search.method=random", "--set", "scheduler.type=fifo", "--set", "search.num_samples=5",
+            "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=3", "--set", "parameters.hidden=32",
+            "--set", "search.method=random", "--set", "scheduler={type: fifo}", "--set", "search.num_samples=5",
             "--set", "search.max_concurrent=1", "--runs-dir", str(tmp_path / "runs"),
             "--tracking-uri", mlflow_server.uri]
     sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -67,6 +67,7 @@ def test_sweep_survives_the_mlflow_server_dying_and_coming_back(mlflow_server, t
         if "] 1/5 done" in line:
             mlflow_server.kill()  # mid-sweep: trials keep running and finishing without it
             break
+    assert sweep.poll() is None, "".join(output)
     time.sleep(3)
     mlflow_server.start()  # the same store back on the same port
     output += sweep.stdout.readlines()
