@@ -68,7 +68,8 @@ def main():
             run_stage(spec, name, os.path.join(tmp, "ray"), quiet=True)
         return time.perf_counter() - start
 
-    time_bare()  # warm-up: worker processes, imports
+    time_bare()  # warm-up: worker processes and imports, for both paths
+    time_raysweep("warmup", False)
     a = time_bare()
     b = time_raysweep("plain", False)
     c = time_raysweep("tracked", True)

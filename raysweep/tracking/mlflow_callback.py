@@ -65,6 +65,7 @@ class MlflowTracker(Callback):
         self.logged: dict[str, set] = {}     # trial id -> steps queued or found in MLflow
         self.ended: set = set()
         self.history: dict[str, dict] = {}  # trial id -> step -> result, for the end-of-stage replay
+        self.fresh, self.attempted = False, set()
         self.warned = False
         self._live = None
 
@@ -85,11 +86,12 @@ class MlflowTracker(Callback):
 
     def setup(self, **info):
         # after a restore, what was queued but maybe never written is re-read from MLflow itself
-        self.runs, self.logged, self.ended, self.history = {}, {}, set(), {}
+        self.runs, self.logged, self.ended, self.history, self.attempted = {}, {}, set(), {}, set()
         client = self.live["client"]
-        self.stage_run_id, _ = find_or_create_run(
+        self.stage_run_id, existed = find_or_create_run(
             client, self.live["experiment_id"], {TAG + "stage": self.stage, TAG + "stage_key": self.stage_key},
             self.stage, self.parent_run_id)
+        self.fresh = not existed  # a new stage has no trial runs to find: create them without a search
         client.set_tag(self.stage_run_id, TAG + "kind", "stage")
 
     # -- trials -----------------------------------------------------------------------------------
@@ -100,9 +102,15 @@ class MlflowTracker(Callback):
     def _run_for(self, trial) -> str:
         if trial.trial_id in self.runs:
             return self.runs[trial.trial_id]
-        client = self.live["client"]  # a lookup while MLflow is down raises: Tune logs it, the sweep goes on
-        run_id, existed = find_or_create_run(client, self.live["experiment_id"], {TAG + "trial_id": trial.trial_id},
-                                             f"{self.stage}-{trial.trial_id}", self.stage_run_id)
+        client = self.live["client"]  # a lookup while MLflow is down raises: the guard notes it
+        tags = {TAG + "trial_id": trial.trial_id}
+        name = f"{self.stage}-{trial.trial_id}"
+        if self.fresh and trial.trial_id not in self.attempted:
+            run_id, existed = client.create_run(self.live["experiment_id"], run_name=name, tags={
+                **tags, "mlflow.runName": name, "mlflow.parentRunId": self.stage_run_id}).info.run_id, False
+        else:  # resumed, or an earlier attempt may have created it before failing
+            run_id, existed = find_or_create_run(client, self.live["experiment_id"], tags, name, self.stage_run_id)
+        self.attempted.add(trial.trial_id)
         self.runs[trial.trial_id] = run_id
         if existed:  # a resumed sweep or a recovered MLflow: only the steps it lacks are written
             # union: steps still queued in this process's writer are not in MLflow yet

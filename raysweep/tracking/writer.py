@@ -18,6 +18,7 @@ class BatchWriter:
         self.failures = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a flush ends the gathering window at once
         self._thread = threading.Thread(target=self._loop, name="raysweep-mlflow", daemon=True)
         self._thread.start()
 
@@ -34,7 +35,9 @@ class BatchWriter:
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything queued is written; False if MLflow did not take it in time."""
         deadline = time.monotonic() + timeout_s
+        self._wake.set()
         while self.pending.unfinished_tasks and time.monotonic() < deadline:
+            self._wake.set()
             time.sleep(0.02)
         return not self.pending.unfinished_tasks
 
@@ -51,7 +54,8 @@ class BatchWriter:
             except queue.Empty:
                 continue
             items = [first]
-            time.sleep(self.interval_s)  # gather a batch
+            self._wake.wait(self.interval_s)  # gather a batch, unless someone waits on a flush
+            self._wake.clear()
             while True:
                 try:
                     items.append(self.pending.get_nowait())
