@@ -108,7 +108,10 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
             tune_config=tune.TuneConfig(
                 metric=spec.metric.name, mode=spec.metric.mode, search_alg=searcher,
                 scheduler=build_scheduler(spec, epochs), num_samples=count,
-                max_concurrent_trials=spec.search.max_concurrent, reuse_actors=True,
+                # synchronous HyperBand pauses trials until a bracket fills; paused trials would hold a
+                # concurrency cap forever (a deadlock), and they free their resources anyway
+                max_concurrent_trials=None if spec.scheduler.type == "hyperband" else spec.search.max_concurrent,
+                reuse_actors=True,
                 time_budget_s=spec.stopping.time_budget_s),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage_path, verbose=0, stop=stopper,

@@ -30,9 +30,13 @@ def test_impossible_resource_request_fails_before_the_run(tmp_path):
     assert not (tmp_path / "ray").exists()  # nothing was started
 
 
+# trials of ~2 s, one at a time, so that the kill lands mid-sweep
+LONGER = ["--set", "stopping.max_epochs=20", "--set", "parameters.batch_size=16", "--set", "stopping.early_stopping=null",
+          "--set", "search.num_samples=6", "--set", "search.max_concurrent=1"]
+
+
 def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path):
-    args = [sys.executable, "-m", "raysweep", "sweep", SPEC, *SMALL, "--set", "search.num_samples=6",
-            "--set", "search.max_concurrent=1", "--runs-dir", str(tmp_path)]
+    args = [sys.executable, "-m", "raysweep", "sweep", SPEC, *SMALL, *LONGER, "--runs-dir", str(tmp_path)]
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     output = []
@@ -50,8 +54,7 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path):
                        if r.data.tags.get("raysweep.decision", "running") != "running"}
     assert 2 <= len(finished_before) < 6
 
-    resumed = run_cli("sweep", SPEC, *SMALL, "--set", "search.num_samples=6", "--set", "search.max_concurrent=1",
-                      "--runs-dir", tmp_path, "--resume", timeout=600)
+    resumed = run_cli("sweep", SPEC, *SMALL, *LONGER, "--runs-dir", tmp_path, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "sweep: 6 trials" in resumed.stdout
     client, after = children(tmp_path)
@@ -59,9 +62,9 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path):
     assert len(ids) == 6 and len(set(ids)) == 6  # every trial exactly once in MLflow
     for run in after:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
-        assert sorted(steps) == [1, 2, 3], (run.data.tags["raysweep.trial_id"], steps)  # no epoch logged twice
+        assert sorted(steps) == list(range(1, 21)), (run.data.tags["raysweep.trial_id"], steps)  # each epoch once
         assert run.data.tags["raysweep.decision"] == "completed" and run.info.status == "FINISHED"
     # finished trials were not trained again: Tune's own result log of each holds its 3 epochs once
     for trial_id in finished_before:
         [trial_dir] = (tmp_path / "ray" / "digits_mlp-sweep").glob(f"*{trial_id}*")
-        assert len((trial_dir / "result.json").read_text().splitlines()) == 3
+        assert len((trial_dir / "result.json").read_text().splitlines()) == 20
