@@ -154,13 +154,12 @@ def start_session(spec, address, runs_dir, tracking_uri, experiment=None):
 def _train_ddp(spec, config, run, p, report, address):
     import os
 
-    import ray
-
+    from .session import connect_ray
     from .sweep.ddp import run_ddp
     from .sweep.resources import ray_nodes, unsatisfiable
     from .train import checkpoint
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    connect_ray(address)
     why = unsatisfiable(p, ray_nodes())
     if why:
         _fail(f"resources: {why}")
@@ -185,7 +184,7 @@ def trial_config(spec, values: dict, seed: int) -> dict:
 
     from .spec import Space
     from .spec.errors import did_you_mean
-    from .spec.check import _check_value
+    from .spec.check import check_train_value
     from .spec.settings import TRAIN_KEYS
     from .train import get_task
     from .train.loop import spec_dirs
@@ -199,7 +198,7 @@ def trial_config(spec, values: dict, seed: int) -> dict:
                             fix="set a parameter, a trainer setting or a task setting")
     for name, value in values.items():
         if name in TRAIN_KEYS:
-            _check_value(name, value, (), lambda path, msg, fix=None: _raise(f"--set {name}: {msg}", spec))
+            check_train_value(name, value, (), lambda path, msg, fix=None: _raise(f"--set {name}: {msg}", spec))
     params = {k: v for k, v in values.items() if k in space.params}
     rng = np.random.default_rng(seed)
     config = space.sample_feasible(rng, params) or space.sample(rng, params)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from .report.table import top_table
 from .spec import Spec
 from .sweep import StageResult, check_resources, run_stage
-from .tracking import MlflowTracker, tracking_uri
+from .tracking import MlflowTracker
+from .tracking import tracking_uri as default_tracking_uri
 
 
 def connect_ray(address: str | None) -> None:
@@ -47,7 +48,7 @@ class Session:
         os.makedirs(runs_dir, exist_ok=True)
         connect_ray(address)
         check_resources(spec)
-        return cls(runs_dir, tracking_uri or tracking_uri_for(spec, runs_dir),
+        return cls(runs_dir, tracking_uri or default_tracking_uri(spec, runs_dir),
                    experiment or spec.tracking.experiment or spec.name, spec_params=(*spec.parameters, *spec.derived),
                    storage_path=os.path.abspath(spec.storage_path) if spec.storage_path else None)
 
@@ -109,6 +110,3 @@ class Session:
         if self.uri.startswith("sqlite:///"):
             print(f"  open it: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
 
-
-def tracking_uri_for(spec: Spec, runs_dir: str) -> str:
-    return tracking_uri(spec, runs_dir)

@@ -97,24 +97,24 @@ def _check_train_values(spec, fail):
     fields = TrainSettings.model_fields
     for key, value in spec.fixed.items():
         if key in fields:
-            _check_value(key, value, ("fixed", key), fail)
+            check_train_value(key, value, ("fixed", key), fail)
     for name, p in spec.parameters.items():
         if name not in fields:
             continue
         if p.distribution == "constant":
-            _check_value(name, p.value, ("parameters", name, "value"), fail)
+            check_train_value(name, p.value, ("parameters", name, "value"), fail)
         elif p.is_categorical:
             for i, v in enumerate(p.values):
-                _check_value(name, v, ("parameters", name, "values", i), fail)
+                check_train_value(name, v, ("parameters", name, "values", i), fail)
         elif p.min is not None:
             for k in ("min", "max"):
-                _check_value(name, getattr(p, k), ("parameters", name, k), fail)
+                check_train_value(name, getattr(p, k), ("parameters", name, k), fail)
 
 
 _ADAPTERS: dict = {}
 
 
-def _check_value(key, value, path, fail):
+def check_train_value(key, value, path, fail):
     field = TrainSettings.model_fields[key]
     adapter = _ADAPTERS.setdefault(key, TypeAdapter(field.annotation))
     try:
@@ -183,9 +183,9 @@ def _check_scheduler(spec, known, fail):
         if name in TrainSettings.model_fields:
             for k in ("min", "max"):
                 if getattr(p, k) is not None:
-                    _check_value(name, getattr(p, k), path + (k,), fail)
+                    check_train_value(name, getattr(p, k), path + (k,), fail)
             for i, v in enumerate(p.values or []):
-                _check_value(name, v, path + ("values", i), fail)
+                check_train_value(name, v, path + ("values", i), fail)
 
 
 def _check_feasible(spec, fail):

@@ -49,42 +49,40 @@ def tune_resources(p: Plan) -> dict:
     return {k.lower(): v for k, v in p.trial.items()} or {"cpu": 0}
 
 
-def unsatisfiable(p: Plan, nodes: list[dict]) -> str | None:
-    """Why no cluster of these nodes can ever run one trial, or None. Each bundle must fit on one node;
-    all of a trial's bundles must fit on the cluster at once (packing bundles first-fit, largest first)."""
-    if not nodes:
-        return "the cluster has no nodes"
-    free = [dict(n) for n in nodes]
-    for bundle in sorted(p.bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
+def _pack(bundles: list[dict], free: list[dict]) -> dict | None:
+    """Place bundles first-fit, largest first, taking from `free`; the first that fits nowhere, or None."""
+    for bundle in sorted(bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
         home = next((n for n in free if all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items())), None)
         if home is None:
-            biggest = {k: max(n.get(k, 0) for n in nodes) for k in bundle}
-            if all(biggest[k] + 1e-9 >= v for k, v in bundle.items()):
-                total = {k: sum(n.get(k, 0) for n in nodes) for k in p.total()}
-                return (f"one trial needs {_fmt(p.total())} in {len(p.bundles)} bundles and the cluster has "
-                        f"{_fmt(total)}; lower workers_per_trial or the per-worker resources")
-            return (f"a {'worker' if p.worker else 'trial'} needs {_fmt(bundle)} on one node and the largest node "
-                    f"has {_fmt(biggest)}; lower the per-worker resources or add larger nodes")
+            return bundle
         for k, v in bundle.items():
             home[k] -= v
     return None
 
 
-def concurrent_trials(p: Plan, nodes: list[dict]) -> int:
-    """How many trials fit on the cluster at once (bundles packed first-fit)."""
+def unsatisfiable(p: Plan, nodes: list[dict]) -> str | None:
+    """Why no cluster of these nodes can ever run one trial, or None. Each bundle must fit on one node;
+    all of a trial's bundles must fit on the cluster at once."""
+    if not nodes:
+        return "the cluster has no nodes"
+    bundle = _pack(p.bundles, [dict(n) for n in nodes])
+    if bundle is None:
+        return None
+    biggest = {k: max(n.get(k, 0) for n in nodes) for k in bundle}
+    if all(biggest[k] + 1e-9 >= v for k, v in bundle.items()):
+        total = {k: sum(n.get(k, 0) for n in nodes) for k in p.total()}
+        return (f"one trial needs {_fmt(p.total())} in {len(p.bundles)} bundles and the cluster has "
+                f"{_fmt(total)}; lower workers_per_trial or the per-worker resources")
+    return (f"a {'worker' if p.worker else 'trial'} needs {_fmt(bundle)} on one node and the largest node "
+            f"has {_fmt(biggest)}; lower the per-worker resources or add larger nodes")
+
+
+def concurrent_trials(p: Plan, nodes: list[dict], limit: int = 100_000) -> int:
+    """How many trials fit on the cluster at once."""
     free, count = [dict(n) for n in nodes], 0
-    while True:
-        placed = []
-        for bundle in sorted(p.bundles, key=lambda b: (-b.get("GPU", 0), -b.get("CPU", 0))):
-            home = next((n for n in free if all(n.get(k, 0) + 1e-9 >= v for k, v in bundle.items())), None)
-            if home is None:
-                return count
-            for k, v in bundle.items():
-                home[k] -= v
-            placed.append(bundle)
+    while count < limit and _pack(p.bundles, free) is None:
         count += 1
-        if count > 100_000:
-            return count
+    return count
 
 
 def _fmt(resources: dict) -> str:
