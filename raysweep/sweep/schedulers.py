@@ -31,12 +31,39 @@ def build_median(spec: Spec, epochs: int):
                               min_samples_required=s.min_samples_required)
 
 
+class FeasibleExplore:
+    """PBT's explore step, kept inside the spec's constraints: a perturbed config that breaks one has
+    its mutated keys re-drawn from their mutation distributions."""
+
+    TRIES = 200
+
+    def __init__(self, spec: Spec):
+        self.payload = spec.payload()
+
+    def __call__(self, config: dict) -> dict:
+        import numpy as np
+
+        from ..spec import Space
+        from ..spec.space import clean
+        from .trainable import suggestion
+
+        spec = Spec.model_validate(self.payload)
+        space, rng = Space(spec), np.random.default_rng()
+        for _ in range(self.TRIES):
+            flat = suggestion(config, space, False)
+            if space.violated({k: v for k, v in flat.items() if k in space.params}) is None:
+                return config
+            for name, p in spec.scheduler.mutations.items():
+                config[name] = clean(p, tune_domain(p).sample(random_state=rng))
+        return config
+
+
 def build_pbt(spec: Spec, epochs: int):
     s = spec.scheduler
     mutations = {name: (p.values if p.is_categorical else tune_domain(p)) for name, p in s.mutations.items()}
     return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
                                    hyperparam_mutations=mutations, resample_probability=s.resample_probability,
-                                   quantile_fraction=s.quantile_fraction)
+                                   quantile_fraction=s.quantile_fraction, custom_explore_fn=FeasibleExplore(spec))
 
 
 SCHEDULERS = {"fifo": build_fifo, "asha": build_asha, "hyperband": build_hyperband, "median": build_median,

@@ -82,3 +82,16 @@ def test_list_searcher_runs_given_points_first_then_feasible_draws():
         configs.append(c)
     assert len(configs) == 6 and configs[0] == {"a": 4, "b": 2}
     assert all(c["a"] % c["b"] == 0 for c in configs)
+
+
+def test_pbt_explore_keeps_perturbed_configs_feasible():
+    from raysweep.sweep.schedulers import FeasibleExplore
+
+    s = spec({"optimizer": {"values": ["sgd", "adamw"]}, "lr": {"distribution": "loguniform", "min": 1e-3, "max": 3e-2}},
+             constraints=["lr < 0.02 or optimizer == 'sgd'"], search={"method": "random"},
+             scheduler={"type": "pbt", "mutations": {"lr": {"distribution": "loguniform", "min": 1e-3, "max": 3e-2}}})
+    explore = FeasibleExplore(s)
+    for value in (0.025, 0.029, 0.021):
+        config = explore({"__config": {"optimizer": "adamw", "lr": 0.01}, "lr": value})
+        assert config["lr"] < 0.02 and config["__config"]["optimizer"] == "adamw"
+    assert explore({"__config": {"optimizer": "sgd", "lr": 0.01}, "lr": 0.025})["lr"] == 0.025  # no constraint on sgd
