@@ -140,6 +140,37 @@ def sweep_command(file, overrides, address, resume, runs_dir, tracking_uri, expe
     session.summarize(result)
 
 
+STAGES = ("lr_range_test", "coarse", "fine", "seeds", "final")  # raysweep.pipeline.STAGES, without importing Ray
+
+
+@cli.command("run")
+@click.argument("file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key.")
+@click.option("--until", type=click.Choice(STAGES), default="final", show_default=True,
+              help="Stop after this stage; a later run of the same command goes on from there.")
+@click.option("--fresh", is_flag=True, help="Forget an earlier run of this spec's pipeline and start over.")
+@click.option("--address", envvar="RAY_ADDRESS", help="Run on this Ray cluster (`auto` for the local one).")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where stage outputs, Tune results and MLflow go.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, sqlite under runs).")
+@click.option("--experiment", help="MLflow experiment (default: spec's tracking.experiment, else its name).")
+def run_command(file, overrides, until, fresh, address, runs_dir, tracking_uri, experiment):
+    """The staged pipeline: LR range test, coarse, fine, multi-seed re-runs, final test. Resumable:
+    run the same command again after an interruption."""
+    from .pipeline import PipelineError
+
+    spec = load_checked(file, overrides)
+    session = start_session(spec, address, runs_dir, tracking_uri, experiment)
+    try:
+        done = session.pipeline(spec, until=until, fresh=fresh)
+    except PipelineError as e:
+        click.echo(f"raysweep: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"\npipeline {spec.name}: finished {', '.join(done)}")
+    if "final" in done:
+        click.echo(f"best config: {done['final']['best_config']}")
+    session.where()
+
+
 def start_session(spec, address, runs_dir, tracking_uri, experiment=None):
     from .session import Session
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+
+import yaml
 from dataclasses import dataclass
 
 from .report.table import top_table
 from .spec import Spec
-from .sweep import StageResult, check_resources, run_stage
+from .sweep import StageResult, check_resources, run_stage, stage_dir
 from .tracking import MlflowTracker
 from .tracking import tracking_uri as default_tracking_uri
 
@@ -58,7 +60,7 @@ class Session:
         return self.storage_path or os.path.join(self.runs_dir, "ray")
 
     def tracker(self, spec: Spec, stage: str) -> MlflowTracker:
-        return MlflowTracker(self.uri, self.experiment, stage, spec, stage_key=f"{self.storage}/{spec.name}-{stage}",
+        return MlflowTracker(self.uri, self.experiment, stage, spec, stage_key=stage_dir(self.storage, spec.name, stage),
                              parent_run_id=self.parent_run_id, artifact_root=os.path.join(self.runs_dir, "mlartifacts"))
 
     def stage(self, spec: Spec, stage: str, **kw) -> StageResult:
@@ -100,12 +102,112 @@ class Session:
         client.log_batch(run_id, metrics=[Metric(f"trials_{k}", v, now, 0) for k, v in counts.items()])
         client.set_terminated(run_id, "FINISHED")
 
-    def summarize(self, result: StageResult, k: int = 5) -> None:
+    # -- the staged pipeline --------------------------------------------------------------------------
+    def pipeline(self, spec: Spec, until: str = "final", fresh: bool = False) -> dict:
+        """Run the pipeline up to `until`, resuming an earlier run of the same spec; one MLflow run
+        for the pipeline with the stage runs (and their trials) nested under it."""
+        from mlflow.tracking import MlflowClient
+
+        from .pipeline import Pipeline
+
+        def staged(stage_spec, stage, **kw):
+            result = self.stage(stage_spec, stage, **kw)
+            self.summarize(result, footer=False)
+            return result
+
+        pipe = Pipeline(spec, os.path.join(self.runs_dir, "pipelines", spec.name), self.storage, run_stage=staged,
+                        on_stage=lambda stage, info: self._pipeline_stage(pipe, spec, stage, info))
+        if fresh:
+            pipe.clear()
+        state = pipe.open()
+        client = MlflowClient(self.uri)
+        self.parent_run_id = self._pipeline_run(client, spec, state["id"])
+        status = "FAILED"
+        try:
+            done = pipe.run(until)
+            status = "FINISHED"
+        finally:
+            client.set_terminated(self.parent_run_id, status)
+        return done
+
+    def _pipeline_run(self, client, spec: Spec, pipeline_id: str) -> str:
+        from .tracking import find_or_create_run, get_experiment
+
+        experiment_id = get_experiment(client, self.experiment, os.path.join(self.runs_dir, "mlartifacts"))
+        run_id, existed = find_or_create_run(client, experiment_id, {"raysweep.pipeline": pipeline_id},
+                                             f"pipeline-{spec.name}")
+        if existed:
+            client.update_run(run_id, "RUNNING")
+        else:
+            client.set_tag(run_id, "raysweep.kind", "pipeline")
+            if getattr(spec, "_file", None):
+                client.log_artifact(run_id, spec._file)
+            client.log_text(run_id, yaml.safe_dump(spec.payload(), sort_keys=False), "spec_resolved.yaml")
+        return run_id
+
+    def _stage_run(self, client, stage: str, key: str) -> str:
+        from .tracking import find_or_create_run, get_experiment
+
+        experiment_id = get_experiment(client, self.experiment)
+        run_id, _ = find_or_create_run(client, experiment_id, {"raysweep.stage": stage, "raysweep.stage_key": key},
+                                       stage, self.parent_run_id)
+        return run_id
+
+    def _pipeline_stage(self, pipe, spec: Spec, stage: str, info: dict) -> None:
+        """A finished stage's summary in MLflow: on its stage run and on the pipeline run."""
+        import time
+
+        from mlflow.entities import Metric, Param
+        from mlflow.tracking import MlflowClient
+
+        from .report.plots import lr_range_plot
+
+        client, parent, now = MlflowClient(self.uri), self.parent_run_id, int(time.time() * 1000)
+        if stage == "lr_range_test":
+            with open(info["file"]) as f:
+                result = json.load(f)
+            plot = lr_range_plot(result, pipe.file("lr_range.png"))
+            print(f"lr range test plot: {plot}")
+            run_id = self._stage_run(client, stage, pipe.file(stage))
+            metrics, params = [], []
+            for r in result["runs"]:
+                name = r["optimizer"]
+                metrics += [Metric(f"smoothed_loss_{name}", v, now, i) for i, v in enumerate(r["curve"]["smoothed"])]
+                metrics += [Metric(f"lr_{name}", v, now, i) for i, v in enumerate(r["curve"]["lrs"])]
+                params += [Param(f"{k}_{name}", str(v)) for k, v in r["suggestion"].items() if k != "reason"]
+            for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+                client.log_batch(run_id, metrics=metrics[i:i + 1000], params=params if i == 0 else [])
+            client.set_tag(run_id, "raysweep.note", result["note"][:5000])
+            client.log_artifact(run_id, info["file"])
+            client.log_artifact(run_id, plot)
+            client.set_terminated(run_id, "FINISHED")
+            if result["range"]:
+                client.log_batch(parent, params=[Param(f"lr_test_{result['param']}_low", str(result["range"][0])),
+                                                 Param(f"lr_test_{result['param']}_high", str(result["range"][1]))])
+        elif stage in ("coarse", "fine"):
+            client.log_metric(parent, f"{stage}_best_{spec.metric.name}", info["best"])
+        elif stage == "seeds":
+            run_id = self._stage_run(client, stage, stage_dir(self.storage, spec.name, stage))
+            client.log_artifact(run_id, info["file"])
+            client.log_artifact(parent, info["file"])
+            client.log_batch(parent, metrics=[Metric(f"seeds_{spec.metric.name}_{k}", info[k], now, 0)
+                                              for k in ("mean", "std") if info[k] is not None])
+            client.set_tag(parent, "raysweep.seeds_ranking_stable", str(info["stable"]))
+        elif stage == "final":
+            client.log_artifact(parent, info["best_config"])
+            client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in info["test"].items()],
+                             params=[Param(k, str(v)[:6000]) for k, v in info["config"].items()])
+
+    def summarize(self, result: StageResult, k: int = 5, footer: bool = True) -> None:
         print(f"\n{result.stage}: {len(result.trials)} trials; top {k} by {result.metric} ({result.mode}):")
         print(top_table(result, k, list(self.spec_params)))
         if result.best:
             print(f"best config: {json.dumps(result.best.config, default=str)}")
         print(f"results: {os.path.join(result.path, 'results.json')}")
+        if footer:
+            self.where()
+
+    def where(self) -> None:
         print(f"MLflow: experiment '{self.experiment}' at {self.uri}")
         if self.uri.startswith("sqlite:///"):
             print(f"  open it: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")

@@ -37,6 +37,7 @@ def check_spec(spec: Spec) -> None:
         _check_expr(source, known, ("constraints", i), fail)
     _check_search(spec, fail)
     _check_scheduler(spec, known, fail)
+    _check_stages(spec, fail)
     _check_feasible(spec, fail)
 
 
@@ -186,6 +187,29 @@ def _check_scheduler(spec, known, fail):
                     check_train_value(name, getattr(p, k), path + (k,), fail)
             for i, v in enumerate(p.values or []):
                 check_train_value(name, v, path + ("values", i), fail)
+
+
+CONTINUOUS = ("uniform", "loguniform", "quniform", "qloguniform")
+
+
+def _check_stages(spec, fail):
+    st, params = spec.stages, spec.parameters
+    lrt = st.lr_range_test
+    if lrt.enabled and lrt.set_range and "param" in lrt.model_fields_set:
+        path = ("stages", "lr_range_test", "param")
+        p = params.get(lrt.param)
+        if p is None:
+            fail(path, f"'{lrt.param}' is not a parameter{did_you_mean(lrt.param, params)}",
+                 "name the searched learning-rate parameter, or set set_range: false")
+        if p.distribution not in CONTINUOUS or p.parent is not None or p.min <= 0:
+            fail(path, f"'{lrt.param}' is a {'conditional ' if p.parent else ''}{p.distribution} parameter; "
+                       "the test can only set the range of an unconditional positive continuous one",
+                 "make it loguniform, or set set_range: false")
+    for name in ("coarse", "fine", "seeds"):
+        stage = getattr(st, name)
+        if "epochs" in stage.model_fields_set and stage.epochs > spec.stopping.max_epochs:
+            fail(("stages", name, "epochs"), f"{stage.epochs} epochs exceeds stopping.max_epochs "
+                 f"{spec.stopping.max_epochs}", "lower it or raise stopping.max_epochs")
 
 
 def _check_feasible(spec, fail):

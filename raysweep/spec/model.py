@@ -228,9 +228,10 @@ class LRRangeTest(Strict):
     start_lr: float = Field(1e-7, gt=0)
     end_lr: float = Field(1.0, gt=0)
     num_steps: int = Field(100, ge=10)
-    smoothing: float = Field(0.05, gt=0, lt=1)  # exponential smoothing of the loss
+    smoothing: float = Field(0.05, gt=0, lt=1)  # weight of each new loss in the running average
     diverge_factor: float = Field(4.0, gt=1)  # stop once smoothed loss > factor x best
-    set_range: bool = True  # coarse stage's lr range from the test's suggestion
+    set_range: bool = True  # coarse stage's range of `param` from the test's suggestion
+    param: str = "lr"  # the parameter that sets the learning rate (e.g. base_lr with a derived lr)
 
     @model_validator(mode="after")
     def _order(self):
@@ -241,19 +242,29 @@ class LRRangeTest(Strict):
 
 class SearchStage(Strict):
     enabled: bool = True
-    num_samples: int | None = Field(None, ge=1)
-    epochs: int | None = Field(None, ge=1)
+    num_samples: int = Field(20, ge=1)  # guide 002: 20-30 trials for the fine phase
+    epochs: int | None = Field(None, ge=1)  # default: stopping.max_epochs
+    method: Literal["random", "grid", "hyperopt"] | None = None  # default: coarse search.method, fine hyperopt
     top_k: int = Field(5, ge=1)  # configs handed to the next stage
     time_budget_s: float | None = Field(None, gt=0)
-    stop_window: int = Field(10, ge=2)  # stop rule: last N trials ...
+    stop_window: int | None = Field(10, ge=1)  # stop rule (guide 002): the last N finished trials ...
     stop_min_improvement: float = Field(0.01, ge=0)  # ... improved the best by less than this fraction
+
+
+class CoarseStage(SearchStage):
+    num_samples: int = Field(30, ge=1)  # guide 002: 20-50 wide random configs
+    epochs: int | None = Field(5, ge=1)  # guide 001: 3-5 epochs, quick feedback
+
+
+class FineStage(SearchStage):
+    margin: float = Field(0.1, ge=0, le=1)  # widen the top-k's hull by this share of the coarse range
 
 
 class SeedsStage(Strict):
     enabled: bool = True
     top_n: int = Field(3, ge=1)
     num_seeds: int = Field(3, ge=2)
-    epochs: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)  # default: stopping.max_epochs
 
 
 class FinalStage(Strict):
@@ -262,9 +273,9 @@ class FinalStage(Strict):
 
 class Stages(Strict):
     lr_range_test: LRRangeTest = LRRangeTest()
-    coarse: SearchStage = SearchStage(num_samples=30, epochs=5)
-    fine: SearchStage = SearchStage(num_samples=20)
-    seeds: SeedsStage = SeedsStage()
+    coarse: CoarseStage = CoarseStage()
+    fine: FineStage = FineStage()
+    seeds: SeedsStage = SeedsStage()  # guide 002: 3-5 seeds
     final: FinalStage = FinalStage()
 
 
@@ -303,10 +314,18 @@ class Spec(Strict):
     stopping: Stopping = Stopping()
     tracking: Tracking = Tracking()
     storage_path: str | None = None
+    results: dict[str, Any] = {}  # what a pipeline measured (best_config.yaml); not read by the sweep
 
     def payload(self) -> dict:
         """Plain data that validates back to an equal Spec (for shipping to Ray workers)."""
         return self.model_dump(mode="json", exclude_unset=True)
+
+    def derive(self, **sections) -> "Spec":
+        """A validated copy with whole sections replaced (given as plain data). Keeps the file it
+        came from, where user tasks are looked up."""
+        spec = Spec.model_validate({**self.payload(), **sections})
+        spec._file, spec._positions = getattr(self, "_file", None), {}
+        return spec
 
     @model_validator(mode="after")
     def _method_alias(self):

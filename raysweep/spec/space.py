@@ -145,6 +145,40 @@ class Space:
                 return config
         return None
 
+    def center(self, fixed: dict | None = None) -> dict:
+        """A typical config: each range's middle (geometric for log scale), each choice's middle value."""
+        config: dict = {}
+        for name, p in self.params.items():
+            if not self.is_active(name, config):
+                continue
+            if fixed and name in fixed:
+                config[name] = fixed[name]
+            elif p.distribution == "constant":
+                config[name] = p.value
+            elif p.is_categorical:
+                config[name] = p.values[len(p.values) // 2]
+            elif p.min is None:
+                config[name] = clean(p, p.mu)
+            else:
+                config[name] = clean(p, math.sqrt(p.min * p.max) if p.is_log else (p.min + p.max) / 2)
+        return config
+
+    def contains(self, config: dict) -> bool:
+        """Whether a config (parameters only) could have come from this space: active parameters
+        present and inside their support, inactive ones absent, every constraint met."""
+        for name, p in self.params.items():
+            active = self.is_active(name, config)
+            if active != (name in config):
+                return False
+            if not active:
+                continue
+            v = config[name]
+            if p.distribution == "constant" and v != p.value or p.is_categorical and v not in p.values:
+                return False
+            if p.min is not None and not p.min <= v <= p.max:
+                return False
+        return self.violated(config) is None
+
     def configs(self, num_samples: int, seed: int) -> list[dict]:
         """The trial configs of a random or grid search: num_samples draws per feasible grid point
         (Tune's semantics), infeasible draws re-drawn."""

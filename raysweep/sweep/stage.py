@@ -14,6 +14,7 @@ from .progress import Progress, decision
 from .resources import plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import build_searcher, trial_count
+from .stopping import PlateauStopper, TargetStopper
 from .trainable import PBT_KEY, FromConfig, run_trial, suggestion, trial_config
 
 
@@ -46,26 +47,17 @@ class StageResult:
         ranked = self.ranked()
         return ranked[0] if ranked else None
 
+    @classmethod
+    def load(cls, path: str) -> "StageResult":
+        """A finished stage's results, as run_stage wrote them."""
+        with open(os.path.join(path, "results.json")) as f:
+            data = json.load(f)
+        return cls(data["stage"], path, data["metric"], data["mode"], [TrialRecord(**t) for t in data["trials"]])
+
     def to_json(self) -> dict:
         return {"stage": self.stage, "metric": self.metric, "mode": self.mode,
                 "best": asdict(self.best) if self.best else None,
                 "trials": [asdict(t) for t in self.ranked()] + [asdict(t) for t in self.trials if t not in self.ranked()]}
-
-
-class TargetStopper:
-    """Stop the whole stage once any trial reaches stopping.target."""
-
-    def __init__(self, metric: str, mode: str, target: float):
-        self.metric, self.mode, self.target, self.reached = metric, mode, target, False
-
-    def __call__(self, trial_id, result):
-        value = result.get(self.metric)
-        if value is not None and math.isfinite(value):
-            self.reached |= value <= self.target if self.mode == "min" else value >= self.target
-        return False
-
-    def stop_all(self):
-        return self.reached
 
 
 def check_resources(spec: Spec) -> None:
@@ -76,10 +68,19 @@ def check_resources(spec: Spec) -> None:
                         fix="or run on a cluster that has them (--address)")
 
 
+def stage_dir(storage_path: str, spec_name: str, stage: str) -> str:
+    """Where Tune keeps a stage's experiment (and run_stage its results.json)."""
+    return os.path.join(storage_path, f"{spec_name}-{stage}")
+
+
 def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None = None, num_samples: int | None = None,
               points: list[dict] = (), evaluated: list[tuple[dict, float]] = (), callbacks: list = (),
-              resume: bool = False, evaluate_test: bool = False, quiet: bool = False) -> StageResult:
+              resume: bool = False, evaluate_test: bool = False, quiet: bool = False,
+              stop_rule: tuple[int, float] | None = None, time_budget_s: float | None = None) -> StageResult:
+    """Run (or, with `resume`, continue) one stage; `stop_rule` = (window, min_improvement) ends it
+    once the last `window` finished trials improved the best by less than that fraction."""
     from ray import tune
+    from ray.tune.stopper import CombinedStopper
 
     epochs = epochs or spec.stopping.max_epochs
     num_samples = num_samples or spec.search.num_samples
@@ -89,15 +90,18 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                "nested": spec.search.method == "hyperopt"}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload),
                                     tune_resources(plan(spec.resources)))
-    name = f"{spec.name}-{stage}"
-    path = os.path.join(storage_path, name)
+    path = stage_dir(storage_path, spec.name, stage)
+    name = os.path.basename(path)
     total = trial_count(spec, space, num_samples, points)
     progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total)]
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        stopper = TargetStopper(spec.metric.name, spec.metric.mode, spec.stopping.target) \
-            if spec.stopping.target is not None else None
+        stoppers = [TargetStopper(spec.metric.name, spec.metric.mode, spec.stopping.target)] \
+            if spec.stopping.target is not None else []
+        if stop_rule and stop_rule[0]:
+            stoppers.append(PlateauStopper(spec.metric.name, spec.metric.mode, *stop_rule))
+        rules = [s for s in stoppers if isinstance(s, PlateauStopper)]
         searcher = build_searcher(spec, space, num_samples, points, evaluated)
         param_space, count = {}, total
         if spec.scheduler.type == "pbt":
@@ -112,10 +116,11 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # concurrency cap forever (a deadlock), and they free their resources anyway
                 max_concurrent_trials=None if spec.scheduler.type == "hyperband" else spec.search.max_concurrent,
                 reuse_actors=True,
-                time_budget_s=spec.stopping.time_budget_s),
+                time_budget_s=time_budget_s or spec.stopping.time_budget_s),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage_path, verbose=0, stop=stopper,
-                callbacks=[*progress, *callbacks],
+                name=name, storage_path=storage_path, verbose=0,
+                stop=CombinedStopper(*stoppers) if stoppers else None,
+                callbacks=[*progress, *rules, *callbacks],
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=1)))

@@ -1,0 +1,96 @@
+"""Stage 1: the LR range test, run on the cluster like a trial, and the coarse range it suggests.
+
+The test measures the learning rate the optimizer sees. A spec may search another parameter that
+sets it (`base_lr` with `lr = base_lr * batch_size / 32`, or lr_scaling): the suggestion is mapped
+back through that proportion. When the spec searches the optimizer, each optimizer gets its own test
+and the coarse range covers all their suggestions."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+from ..spec import Space, Spec, TrainSettings
+from ..spec.check import CONTINUOUS
+from ..sweep.resources import plan
+from ..train.lr_range import range_test, suggest
+from ..train.loop import spec_dirs
+from ..train.optim import scaled_lr
+from .narrow import param_data
+
+
+def effective_lr(space: Space, config: dict, param: str, value: float) -> float:
+    return scaled_lr(TrainSettings.model_validate(space.with_derived({**config, param: value})))
+
+
+def lr_per_unit(space: Space, config: dict, param: str, at: float) -> float | None:
+    """The optimizer's lr per unit of `param` around `at`, or None if it is not proportional."""
+    try:
+        one, two = effective_lr(space, config, param, at), effective_lr(space, config, param, 2 * at)
+    except ValueError:
+        return None
+    ratio = one / at
+    return ratio if ratio > 0 and math.isclose(two, 2 * one, rel_tol=1e-6) else None
+
+
+def run_lr_test(spec: Spec, log=print) -> dict:
+    import ray
+
+    lrt = spec.stages.lr_range_test
+    space = Space(spec)
+    p = space.params.get(lrt.param)
+    searched = p is not None and p.distribution in CONTINUOUS and p.min > 0 and p.parent is None
+    opt = space.params.get("optimizer")
+    optimizers = list(opt.values) if opt is not None and opt.is_categorical else [None]
+    bases = [space.center({"optimizer": o} if o else None) for o in optimizers]
+    worker = plan(spec.resources).worker or plan(spec.resources).trial
+    task = ray.remote(range_test).options(num_cpus=worker.get("CPU", 1), num_gpus=worker.get("GPU", 0))
+    device = "cuda" if worker.get("GPU") else "cpu"
+    refs = [task.remote(space.with_derived(b), spec.task, spec_dirs(spec), lrt.start_lr, lrt.end_lr, lrt.num_steps,
+                        lrt.smoothing, lrt.diverge_factor, device) for b in bases]
+    runs, lows, highs = [], [], []
+    for o, base, curve in zip(optimizers, bases, ray.get(refs)):
+        s = suggest(curve.lrs, curve.smoothed)
+        unit = lr_per_unit(space, base, lrt.param, base[lrt.param]) if searched else None
+        runs.append({"optimizer": o or TrainSettings.model_validate(space.with_derived(base)).optimizer,
+                     "config": space.with_derived(base), "curve": curve.to_dict(), "suggestion": asdict(s),
+                     "lr_per_unit": unit})
+        label = f"lr range test{f' ({o})' if o else ''}:"
+        if s.low is None:
+            log(f"{label} no suggestion: {s.reason}")
+            continue
+        log(f"{label} steepest descent at lr {s.steepest_lr:.3g}, lowest loss at {s.min_loss_lr:.3g}; "
+            f"suggested lr range {s.low:.3g} .. {s.high:.3g}" + (f" ({curve.stopped})" if curve.stopped else ""))
+        if unit:
+            lows.append(s.low / unit)
+            highs.append(s.high / unit)
+    out = {"param": lrt.param, "runs": runs, "range": None, "note": ""}
+    if not lrt.set_range:
+        out["note"] = "set_range is off: the coarse stage searches the spec's range"
+    elif not searched:
+        out["note"] = f"no searched continuous parameter '{lrt.param}': the coarse range stays as the spec has it"
+    elif not lows:
+        out["note"] = f"no usable suggestion (or '{lrt.param}' does not set the lr in proportion): spec's range kept"
+    else:
+        lo, hi = max(p.min, min(lows)), min(p.max, max(highs))
+        if lo < hi:
+            out["range"] = [lo, hi]
+            out["note"] = f"coarse range of {lrt.param}: {lo:.3g} .. {hi:.3g} (spec: {p.min:g} .. {p.max:g})"
+        else:
+            out["note"] = (f"suggested {min(lows):.3g} .. {max(highs):.3g} lies outside the spec's range "
+                           f"{p.min:g} .. {p.max:g}: kept the spec's range")
+    log(f"lr range test: {out['note']}")
+    return out
+
+
+def with_lr_range(spec: Spec, result: dict | None) -> Spec:
+    """The spec with the test's range for its lr parameter (unchanged without one)."""
+    if not result or not result.get("range"):
+        return spec
+    name, (lo, hi) = result["param"], result["range"]
+    p = spec.parameters[name]
+    data = {k: param_data(q) for k, q in spec.parameters.items()}
+    new = {"distribution": p.distribution, "min": lo, "max": hi}
+    if p.q is not None:  # keep the bounds on the grid of q
+        new.update(q=p.q, min=max(p.min, math.floor(lo / p.q) * p.q), max=min(p.max, math.ceil(hi / p.q) * p.q))
+    data[name] = new
+    return spec.derive(parameters=data)

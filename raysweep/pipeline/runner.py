@@ -1,0 +1,288 @@
+"""The staged pipeline, as the guides tune by hand: LR range test -> coarse -> fine -> seeds -> final.
+
+Each stage's output is written next to the run (state.json, lr_range.json, seeds.json,
+best_config.yaml, and each search stage's Tune folder with its results.json). Running the same
+command again skips finished stages and lets Tune continue the unfinished one. The pipeline knows
+nothing of MLflow: the caller runs stages (with its callbacks) and hears about each finished one."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import yaml
+
+from ..spec import Space, Spec, SpecError
+from ..sweep import StageResult, TrialRecord, stage_dir
+from .lr_test import run_lr_test, with_lr_range
+from .narrow import narrow_spec
+from .seeds import summarize, warning
+
+STAGES = ("lr_range_test", "coarse", "fine", "seeds", "final")
+
+
+class PipelineError(RuntimeError):
+    """A pipeline that cannot go on (e.g. every coarse trial diverged); one line for the user."""
+
+
+def _write_json(path: str, data) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
+
+
+def spec_digest(spec: Spec) -> str:
+    return hashlib.sha1(json.dumps(spec.payload(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def params_of(space: Space, config: dict) -> dict:
+    return {k: v for k, v in config.items() if k in space.params}
+
+
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+@dataclass
+class Pipeline:
+    spec: Spec
+    state_dir: str
+    storage: str                          # where the stages' Tune folders live
+    run_stage: Callable[..., StageResult]  # (spec, stage, **run_stage kwargs) -> StageResult
+    on_stage: Callable[[str, dict], None] = lambda stage, info: None
+    log: Callable[[str], None] = print
+    state: dict = field(default_factory=dict)
+
+    # -- state on disk ------------------------------------------------------------------------------
+    @property
+    def state_file(self) -> str:
+        return os.path.join(self.state_dir, "state.json")
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.state_dir, name)
+
+    def clear(self) -> None:
+        """Forget an earlier run of this pipeline: its outputs and its stages' Tune folders."""
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        for stage in STAGES:
+            shutil.rmtree(stage_dir(self.storage, self.spec.name, stage), ignore_errors=True)
+
+    def open(self) -> dict:
+        """Load the state of an earlier run of the same spec, or start a new one."""
+        digest = spec_digest(self.spec)
+        if os.path.exists(self.state_file):
+            with open(self.state_file) as f:
+                self.state = json.load(f)
+            if self.state["spec"] != digest:
+                raise SpecError(f"{self.state_dir} holds a pipeline of a different version of this spec",
+                                getattr(self.spec, "_file", None),
+                                fix="add --fresh to start over, or use another --runs-dir")
+            return self.state
+        self.clear()
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.state = {"spec": digest, "id": uuid.uuid4().hex, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                      "done": {}}
+        _write_json(self.state_file, self.state)
+        return self.state
+
+    def _done(self, stage: str, info: dict) -> None:
+        self.on_stage(stage, info)
+        self.state["done"][stage] = info
+        _write_json(self.state_file, self.state)
+
+    # -- the stages ---------------------------------------------------------------------------------
+    def run(self, until: str = "final") -> dict:
+        """Run every enabled stage up to `until`; returns what the finished stages recorded."""
+        if not self.state:
+            self.open()
+        st, last = self.spec.stages, STAGES.index(until)
+        wanted = {name: getattr(st, name).enabled and i <= last for i, name in enumerate(STAGES)}
+        lr = self.lr_test() if wanted["lr_range_test"] else None
+        spec = with_lr_range(self.spec, lr)
+        pool: list[TrialRecord] = []  # the configs the next stage starts from, best first
+        if wanted["coarse"]:
+            spec = self.coarse_spec(spec)
+            coarse = self.search("coarse", spec)
+            pool = coarse.ranked()
+            evaluated = coarse.trials
+        if wanted["fine"]:
+            spec = self.fine_spec(spec, pool)
+            pool = self.search("fine", spec, pool=pool, evaluated=evaluated if wanted["coarse"] else ()).ranked()
+        chosen = None
+        if pool:
+            config = pool[0].config
+            chosen = {**params_of(Space(spec), config), **({"seed": config["seed"]} if "seed" in config else {})}
+        if wanted["seeds"]:
+            chosen = self.seeds(spec, pool)["chosen"]
+        if wanted["final"]:
+            self.final(spec, chosen)
+        return self.state["done"]
+
+    def lr_test(self) -> dict:
+        path = self.file("lr_range.json")
+        if "lr_range_test" in self.state["done"] and os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        self.log("[lr_range_test] exponential lr sweep, "
+                 f"{self.spec.stages.lr_range_test.start_lr:g} -> {self.spec.stages.lr_range_test.end_lr:g}")
+        result = run_lr_test(self.spec, self.log)
+        _write_json(path, result)
+        self._done("lr_range_test", {"file": path, "range": result["range"], "note": result["note"]})
+        return result
+
+    def stage_epochs(self, epochs: int | None) -> int:
+        return min(epochs or self.spec.stopping.max_epochs, self.spec.stopping.max_epochs)
+
+    def coarse_spec(self, spec: Spec) -> Spec:
+        """Wide and cheap: the spec's searcher, ASHA unless the spec names a scheduler."""
+        c = self.spec.stages.coarse
+        search = {**spec.payload().get("search", {}), "method": c.method or spec.search.method,
+                  "num_samples": c.num_samples}
+        explicit = "type" in spec.scheduler.model_fields_set
+        return spec.derive(search=search, scheduler=spec.payload()["scheduler"] if explicit else {"type": "asha"})
+
+    def fine_spec(self, spec: Spec, pool: list[TrialRecord]) -> Spec:
+        """Narrowed around the coarse top-k; TPE unless the spec enumerates a grid or runs PBT (where
+        Tune allows no searcher)."""
+        f = self.spec.stages.fine
+        space = Space(spec)
+        top = [params_of(space, t.config) for t in pool[:f.top_k]]
+        if top:
+            spec = narrow_spec(spec, top, f.margin)
+        grid = spec.search.method == "grid" or any(p.distribution == "grid" for p in spec.parameters.values())
+        method = f.method or ("grid" if grid else "random" if spec.scheduler.type == "pbt" else "hyperopt")
+        search = {**spec.payload().get("search", {}), "method": method, "num_samples": f.num_samples,
+                  "points_to_evaluate": []}
+        scheduler = self.spec.payload().get("scheduler", {})  # the spec's own (coarse may have added ASHA)
+        return spec.derive(search=search, scheduler=scheduler)
+
+    def search(self, stage: str, spec: Spec, pool: list[TrialRecord] = (),
+               evaluated: list[TrialRecord] = ()) -> StageResult:
+        if stage in self.state["done"]:
+            return StageResult.load(self.state["done"][stage]["path"])
+        conf = getattr(self.spec.stages, stage)
+        space = Space(spec)
+        points, known = [], []
+        if stage == "fine":  # the coarse top-k re-run at full length first, and TPE told what coarse saw
+            points = [params_of(space, t.config) for t in pool[:conf.top_k]]
+            known = [(params_of(space, t.config), t.value) for t in evaluated
+                     if t.value is not None and space.contains(params_of(space, t.config))]
+        epochs = self.stage_epochs(conf.epochs)
+        self.log(f"[{stage}] {spec.search.method} x {conf.num_samples}, {spec.scheduler.type}, {epochs} epochs"
+                 + (f"; {len(points)} starting points, {len(known)} known results" if points or known else ""))
+        result = self.run_stage(spec, stage, resume=True, epochs=epochs, num_samples=conf.num_samples, points=points,
+                                evaluated=known if spec.search.method == "hyperopt" else (),
+                                stop_rule=(conf.stop_window, conf.stop_min_improvement) if conf.stop_window else None,
+                                time_budget_s=conf.time_budget_s)
+        if result.best is None:
+            raise PipelineError(f"{stage}: no trial reached a finite {spec.metric.name} "
+                                f"({len(result.trials)} trials; see {result.path}/results.json)")
+        self._done(stage, {"path": result.path, "trials": len(result.trials), "best": result.best.value,
+                           "best_config": result.best.config,
+                           "parameters": {n: p.model_dump(mode="json", exclude_unset=True)
+                                          for n, p in spec.parameters.items()}})
+        return result
+
+    def fixed_spec(self, spec: Spec, runs: int, epochs: int) -> Spec:
+        """Re-runs of given configs: every one at full length, no scheduler, no early stopping."""
+        search = {**spec.payload().get("search", {}), "method": "random", "num_samples": runs, "points_to_evaluate": []}
+        return spec.derive(search=search, scheduler={"type": "fifo"}, stopping={"max_epochs": epochs})
+
+    def seeds(self, spec: Spec, pool: list[TrialRecord]) -> dict:
+        path = self.file("seeds.json")
+        if "seeds" in self.state["done"] and os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        conf = self.spec.stages.seeds
+        space = Space(spec)
+        configs, seen = [], set()
+        for t in pool:  # distinct parameter sets, best first
+            params = params_of(space, t.config)
+            if _key(params) not in seen and len(configs) < conf.top_n:
+                seen.add(_key(params))
+                configs.append(params)
+        if not configs:
+            raise PipelineError("seeds: no earlier stage left a config to re-run")
+        base_seed = self.spec.fixed.get("seed", 0)
+        seeds = [base_seed + 1 + i for i in range(conf.num_seeds)]
+        points = [{**c, "seed": s} for c in configs for s in seeds]
+        epochs = self.stage_epochs(conf.epochs)
+        stage_spec = self.fixed_spec(spec, len(points), epochs)
+        self.log(f"[seeds] top {len(configs)} configs x {len(seeds)} seeds, {epochs} epochs, no early stopping")
+        result = self.run_stage(stage_spec, "seeds", resume=True, epochs=epochs, num_samples=len(points), points=points)
+        index = {_key(c): i for i, c in enumerate(configs)}
+        runs = [(index[_key(params_of(space, t.config))], t.config["seed"], t.value) for t in result.trials
+                if _key(params_of(space, t.config)) in index and "seed" in t.config]
+        summary = summarize(configs, runs, spec.metric.mode)
+        winner = summary["ranked"][0]
+        if winner["mean"] is None:
+            raise PipelineError(f"seeds: every re-run diverged or failed (see {result.path}/results.json)")
+        summary["warning"] = warning(summary)
+        summary["path"] = result.path
+        best_seed = max((s for s, v in winner["values"].items() if v is not None and math.isfinite(v)),
+                        key=lambda s: winner["values"][s] * (1 if spec.metric.mode == "max" else -1))
+        summary["chosen"] = {**winner["config"], "seed": int(best_seed)}
+        for s in summary["ranked"]:
+            ci = f" [{s['ci95'][0]:.4g}, {s['ci95'][1]:.4g}]" if s["ci95"] else ""
+            self.log(f"[seeds] config {s['config_id']}: {spec.metric.name} mean {s['mean']:.4g} "
+                     f"std {s['std'] or 0:.2g}{ci}" + (f", {s['diverged']} diverged" if s["diverged"] else ""))
+        if summary["warning"]:
+            self.log(f"[seeds] warning: {summary['warning']}")
+        _write_json(path, summary)
+        self._done("seeds", {"file": path, "winner": summary["winner"], "stable": summary["stable"],
+                             "mean": winner["mean"], "std": winner["std"], "ci95": winner["ci95"]})
+        return summary
+
+    def final(self, spec: Spec, chosen: dict | None) -> dict:
+        if "final" in self.state["done"]:
+            return self.state["done"]["final"]
+        if chosen is None:
+            raise PipelineError("final: no earlier stage chose a config; enable coarse, fine or seeds")
+        epochs = self.stage_epochs(self.spec.stages.seeds.epochs)
+        self.log(f"[final] the chosen config once more for {epochs} epochs, then the held-out test split")
+        result = self.run_stage(self.fixed_spec(spec, 1, epochs), "final", resume=True, epochs=epochs, num_samples=1,
+                                points=[chosen], evaluate_test=True)
+        if not result.trials or result.trials[0].status in ("errored", "diverged"):
+            raise PipelineError(f"final: the chosen config did not train ({result.path}/results.json)")
+        trial = result.trials[0]
+        test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
+        path = self.write_best(trial.config, trial, test, epochs)
+        self.log(f"[final] {spec.metric.name} {trial.value:.4g}; " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()))
+        self.log(f"best config: {path}")
+        info = {"path": result.path, "best_config": path, "config": trial.config, "value": trial.value, "test": test}
+        self._done("final", info)
+        return info
+
+    def write_best(self, config: dict, trial: TrialRecord, test: dict, epochs: int) -> str:
+        """best_config.yaml: a spec with every chosen value fixed (`raysweep train` reproduces it) and
+        what each stage measured under `results`."""
+        from ..spec import load_spec
+
+        done, spec = self.state["done"], self.spec
+        results = {f"final_{spec.metric.name}": trial.value, **test,
+                   **{f"{k}_stage_best": v["best"] for k, v in done.items() if "best" in v}}
+        if "seeds" in done:
+            s = done["seeds"]
+            results.update({f"seeds_{spec.metric.name}_mean": s["mean"], f"seeds_{spec.metric.name}_std": s["std"],
+                            f"seeds_{spec.metric.name}_ci95": s["ci95"], "seeds_ranking_stable": s["stable"]})
+        payload = spec.payload()
+        data = {"name": f"{spec.name}_best",
+                "description": f"chosen by raysweep run from {getattr(spec, '_file', spec.name)} "
+                               f"on {time.strftime('%Y-%m-%d %H:%M')}",
+                "task": spec.task, "metric": {"name": spec.metric.name, "mode": spec.metric.mode},
+                "fixed": config, "stopping": {"max_epochs": epochs},
+                **{k: payload[k] for k in ("resources", "tracking", "storage_path") if k in payload},
+                "results": json.loads(json.dumps(results, default=float))}
+        path = self.file("best_config.yaml")
+        with open(path, "w") as f:
+            f.write(f"# The config raysweep's pipeline chose for {spec.name}: `raysweep train {path}` trains it.\n")
+            yaml.safe_dump(data, f, sort_keys=False)
+        load_spec(path)  # it must be a valid spec
+        return path

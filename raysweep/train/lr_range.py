@@ -1,0 +1,112 @@
+"""The LR range test (guides 000, 002-004): train with an exponentially growing learning rate, smooth
+the loss, stop once it diverges, and read the good region off the curve."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..spec.settings import TrainSettings
+from . import checkpoint
+from .device import precision_for
+from .optim import build_optimizer
+from .tasks import get_task
+
+
+@dataclass
+class Curve:
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)      # raw training loss of each step
+    smoothed: list[float] = field(default_factory=list)    # bias-corrected running average
+    stopped: str = ""                                       # why it ended before num_steps, if it did
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def range_test(config: dict, task_ref: str, task_dirs: tuple = (), start_lr: float = 1e-7, end_lr: float = 1.0,
+               num_steps: int = 100, smoothing: float = 0.05, diverge_factor: float = 4.0,
+               device: str = "cpu") -> Curve:
+    """One pass of `num_steps` optimizer steps at lr = start * (end/start)^(i/(n-1)), over the training
+    split (repeated if short), with the config's optimizer, parameter groups and clipping."""
+    s = TrainSettings.model_validate(config)
+    checkpoint.seed_everything(s.seed)
+    task = get_task(task_ref, tuple(task_dirs))
+    device = torch.device(device)
+    splits = task.datasets(config)
+    loader = DataLoader(splits.train, batch_size=s.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(s.seed), drop_last=len(splits.train) > s.batch_size)
+    model = task.model(config).to(device)
+    model.train()
+    precision = precision_for(s.precision, device.type)
+    optimizer = build_optimizer(model, s, start_lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
+    factor = (end_lr / start_lr) ** (1 / (num_steps - 1))
+    curve, average, best = Curve(), 0.0, math.inf
+    batches = iter(loader)
+    for i in range(num_steps):
+        lr = start_lr * factor ** i
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
+            out = model(x)
+        loss = task.loss(out.float(), y)
+        value = loss.item()
+        if not math.isfinite(value):
+            curve.stopped = f"loss is {value} at lr {lr:.3g}"
+            break
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if s.grad_clip:
+            scaler.unscale_(optimizer)
+            clip = torch.nn.utils.clip_grad_value_ if s.grad_clip_mode == "value" else torch.nn.utils.clip_grad_norm_
+            clip(model.parameters(), s.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        average = (1 - smoothing) * average + smoothing * value
+        smooth = average / (1 - (1 - smoothing) ** (i + 1))
+        curve.lrs.append(lr)
+        curve.losses.append(value)
+        curve.smoothed.append(smooth)
+        best = min(best, smooth)
+        if smooth > diverge_factor * best:
+            curve.stopped = f"smoothed loss {smooth:.4g} > {diverge_factor:g} x best {best:.4g} at lr {lr:.3g}"
+            break
+    return curve
+
+
+@dataclass
+class Suggestion:
+    steepest_lr: float | None   # where the smoothed loss falls fastest per decade of lr
+    min_loss_lr: float | None   # where it is lowest
+    low: float | None           # a range for the search, in the optimizer's (effective) lr
+    high: float | None
+    reason: str = ""            # why there is no suggestion, if there is none
+
+
+def suggest(lrs, smoothed, skip_start: float = 0.1, min_drop: float = 0.05) -> Suggestion:
+    """The steepest-descent lr before the minimum, and a one-decade range below the minimum:
+    [lr_min/30, lr_min/3] around guide 003's "1/3 to 1/10 of the LR at minimum loss", widened to
+    take in the steepest point. No suggestion when the loss never fell by `min_drop`."""
+    lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
+    if len(lrs) < 5:
+        return Suggestion(None, None, None, None, f"only {len(lrs)} steps before the loss diverged; lower start_lr")
+    i_min = int(np.argmin(smoothed))
+    start = min(int(len(lrs) * skip_start), max(i_min - 2, 0))  # the average is still settling at first
+    if smoothed[i_min] > (1 - min_drop) * smoothed[start]:
+        return Suggestion(None, float(lrs[i_min]), None, None,
+                          f"the loss never fell by {min_drop:.0%} (lowest at lr {lrs[i_min]:.3g}); raise end_lr or num_steps")
+    window = slice(start, i_min + 1)
+    slopes = np.gradient(smoothed[window], np.log10(lrs[window])) if i_min - start >= 2 else np.array([0.0])
+    steepest = float(lrs[start + int(np.argmin(slopes))])
+    lr_min = float(lrs[i_min])
+    return Suggestion(steepest, lr_min, min(lr_min / 30, steepest), max(lr_min / 3, steepest))
