@@ -6,13 +6,14 @@ PYTHON      ?= python3
 VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 SPEC        ?= search_spaces/digits_mlp.yaml
+ARGS        ?=
 PYTEST_ARGS ?=
 
 BIN   := $(VENV)/bin
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install test sweep validate show clean
+.PHONY: install test sweep lr-test coarse fine seeds stage validate show mlflow-ui clean
 
 install: $(STAMP)
 
@@ -26,8 +27,30 @@ $(STAMP):
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The staged pipeline; each target stops after its stage and the next one goes on from there.
+RUN = $(BIN)/raysweep run $(SPEC) $(ARGS)
+
 sweep: install
-	$(BIN)/raysweep sweep $(SPEC)
+	$(RUN)
+
+lr-test: install
+	$(RUN) --until lr_range_test
+
+coarse: install
+	$(RUN) --until coarse
+
+fine: install
+	$(RUN) --until fine
+
+seeds: install
+	$(RUN) --until seeds
+
+# One search stage of the spec as written, outside the pipeline.
+stage: install
+	$(BIN)/raysweep sweep $(SPEC) $(ARGS)
+
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000
 
 validate: install
 	$(BIN)/raysweep validate search_spaces/*.yaml

@@ -27,6 +27,8 @@ def connect_ray(address: str | None) -> None:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     for name in ("ray.tune", "ray.train", "ray.air", "mlflow"):  # banners and DB-creation notes
         logging.getLogger(name).setLevel(logging.WARNING)
+    # trials a stage-wide stop ended before they started have no results: not worth a warning
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 @dataclass

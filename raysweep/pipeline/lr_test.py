@@ -32,29 +32,55 @@ def lr_per_unit(space: Space, config: dict, param: str, at: float) -> float | No
     return ratio if ratio > 0 and math.isclose(two, 2 * one, rel_tol=1e-6) else None
 
 
+def lr_param(spec: Spec) -> str:
+    """The parameter whose range the test sets: the spec's choice, else `lr`, else the one continuous
+    parameter a derived `lr` is computed from (`lr: base_lr * batch_size / 32` -> base_lr)."""
+    if spec.stages.lr_range_test.param or "lr" in spec.parameters or "lr" not in spec.derived:
+        return spec.stages.lr_range_test.param or "lr"
+    from ..spec import Expr
+
+    used = [n for n in sorted(Expr(spec.derived["lr"]).names)
+            if n in spec.parameters and spec.parameters[n].distribution in CONTINUOUS]
+    return used[0] if len(used) == 1 else "lr"
+
+
+def typical(space: Space, fixed: dict | None) -> dict:
+    """The space's center if it meets the constraints, else a seeded feasible draw."""
+    import numpy as np
+
+    center = space.center(fixed)
+    return center if space.violated(center) is None else space.sample_feasible(np.random.default_rng(0), fixed) or center
+
+
 def run_lr_test(spec: Spec, log=print) -> dict:
     import ray
 
     lrt = spec.stages.lr_range_test
     space = Space(spec)
-    p = space.params.get(lrt.param)
+    param = lr_param(spec)
+    p = space.params.get(param)
     searched = p is not None and p.distribution in CONTINUOUS and p.min > 0 and p.parent is None
     opt = space.params.get("optimizer")
     optimizers = list(opt.values) if opt is not None and opt.is_categorical else [None]
-    bases = [space.center({"optimizer": o} if o else None) for o in optimizers]
+    bases = [typical(space, {"optimizer": o} if o else None) for o in optimizers]
     worker = plan(spec.resources).worker or plan(spec.resources).trial
     task = ray.remote(range_test).options(num_cpus=worker.get("CPU", 1), num_gpus=worker.get("GPU", 0))
     device = "cuda" if worker.get("GPU") else "cpu"
     refs = [task.remote(space.with_derived(b), spec.task, spec_dirs(spec), lrt.start_lr, lrt.end_lr, lrt.num_steps,
                         lrt.smoothing, lrt.diverge_factor, device) for b in bases]
     runs, lows, highs = [], [], []
-    for o, base, curve in zip(optimizers, bases, ray.get(refs)):
+    for o, base, ref in zip(optimizers, bases, refs):
+        label = f"lr range test{f' ({o})' if o else ''}:"
+        try:
+            curve = ray.get(ref)
+        except Exception as e:  # a config the task cannot build: say so, keep the spec's range
+            log(f"{label} failed: {str(e).strip().splitlines()[-1][:300]}")
+            continue
         s = suggest(curve.lrs, curve.smoothed)
-        unit = lr_per_unit(space, base, lrt.param, base[lrt.param]) if searched else None
+        unit = lr_per_unit(space, base, param, base[param]) if searched else None
         runs.append({"optimizer": o or TrainSettings.model_validate(space.with_derived(base)).optimizer,
                      "config": space.with_derived(base), "curve": curve.to_dict(), "suggestion": asdict(s),
                      "lr_per_unit": unit})
-        label = f"lr range test{f' ({o})' if o else ''}:"
         if s.low is None:
             log(f"{label} no suggestion: {s.reason}")
             continue
@@ -63,18 +89,18 @@ def run_lr_test(spec: Spec, log=print) -> dict:
         if unit:
             lows.append(s.low / unit)
             highs.append(s.high / unit)
-    out = {"param": lrt.param, "runs": runs, "range": None, "note": ""}
+    out = {"param": param, "runs": runs, "range": None, "note": ""}
     if not lrt.set_range:
         out["note"] = "set_range is off: the coarse stage searches the spec's range"
     elif not searched:
-        out["note"] = f"no searched continuous parameter '{lrt.param}': the coarse range stays as the spec has it"
+        out["note"] = f"no searched continuous parameter '{param}': the coarse range stays as the spec has it"
     elif not lows:
-        out["note"] = f"no usable suggestion (or '{lrt.param}' does not set the lr in proportion): spec's range kept"
+        out["note"] = f"no usable suggestion (or '{param}' does not set the lr in proportion): spec's range kept"
     else:
         lo, hi = max(p.min, min(lows)), min(p.max, max(highs))
         if lo < hi:
             out["range"] = [lo, hi]
-            out["note"] = f"coarse range of {lrt.param}: {lo:.3g} .. {hi:.3g} (spec: {p.min:g} .. {p.max:g})"
+            out["note"] = f"coarse range of {param}: {lo:.3g} .. {hi:.3g} (spec: {p.min:g} .. {p.max:g})"
         else:
             out["note"] = (f"suggested {min(lows):.3g} .. {max(highs):.3g} lies outside the spec's range "
                            f"{p.min:g} .. {p.max:g}: kept the spec's range")

@@ -231,7 +231,7 @@ class LRRangeTest(Strict):
     smoothing: float = Field(0.05, gt=0, lt=1)  # weight of each new loss in the running average
     diverge_factor: float = Field(4.0, gt=1)  # stop once smoothed loss > factor x best
     set_range: bool = True  # coarse stage's range of `param` from the test's suggestion
-    param: str = "lr"  # the parameter that sets the learning rate (e.g. base_lr with a derived lr)
+    param: str | None = None  # the parameter that sets the lr; default: lr, or the one a derived lr uses
 
     @model_validator(mode="after")
     def _order(self):
@@ -254,6 +254,7 @@ class SearchStage(Strict):
 class CoarseStage(SearchStage):
     num_samples: int = Field(30, ge=1)  # guide 002: 20-50 wide random configs
     epochs: int | None = Field(5, ge=1)  # guide 001: 3-5 epochs, quick feedback
+    stop_window: int | None = Field(None, ge=1)  # off: coarse maps the space; the stop rule ends tuning
 
 
 class FineStage(SearchStage):

@@ -124,8 +124,8 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=1)))
-    grid = tuner.fit()
-    result = StageResult(stage, path, spec.metric.name, spec.metric.mode, [_record(r, space, payload) for r in grid])
+    ran = [r for r in tuner.fit() if r.config is not None and (r.metrics or r.error)]  # not the trials a stage-wide stop kept from starting
+    result = StageResult(stage, path, spec.metric.name, spec.metric.mode, [_record(r, space, payload) for r in ran])
     with open(os.path.join(path, "results.json"), "w") as f:
         json.dump(result.to_json(), f, indent=1, default=str)
     return result

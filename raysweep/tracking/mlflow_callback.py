@@ -213,12 +213,13 @@ class MlflowTracker(Callback):
 
 
     def _drop_orphans(self, known: set) -> None:
-        """A trial started in the last second before a driver was killed never reached Tune's saved
-        state; the resumed sweep runs its config again under a new id. Its half run is deleted."""
+        """A trial started (or even finished) in the last second before a driver was killed never
+        reached Tune's saved state; the resumed sweep runs its config again under a new id. Its run
+        is deleted: every trial of the stage appears once."""
         try:
             client = self.live["client"]
-            runs = client.search_runs([self.live["experiment_id"]],
-                                      f"tags.`mlflow.parentRunId` = '{self.stage_run_id}' and attributes.status = 'RUNNING'")
+            runs = client.search_runs([self.live["experiment_id"]], f"tags.`mlflow.parentRunId` = '{self.stage_run_id}'",
+                                      max_results=10_000)
             for run in runs:
                 if run.data.tags.get(TAG + "trial_id") not in known:
                     client.delete_run(run.info.run_id)

@@ -1,0 +1,59 @@
+"""The LR range test on a real model, and the reading of its curve."""
+import math
+
+import numpy as np
+import pytest
+
+from raysweep.train.lr_range import range_test, suggest
+
+DIGITS = {"optimizer": "sgd", "momentum": 0.9, "batch_size": 64, "hidden": 64, "dropout": 0.0}
+
+
+def test_suggestion_on_a_known_curve():
+    lrs = np.logspace(-7, 0, 100)
+    x = np.log10(lrs)
+    # flat at 2.3, falls fastest at lr 1e-3 (a logistic in log lr), lowest at 1e-2, then blows up
+    loss = 2.3 - 2.0 / (1 + np.exp(-(x + 3) * 3)) + np.where(x > -2, (x + 2) ** 2 * 5, 0)
+    s = suggest(lrs, loss)
+    assert math.isclose(math.log10(s.steepest_lr), -3, abs_tol=0.08)
+    assert math.isclose(math.log10(s.min_loss_lr), -1.9, abs_tol=0.15)
+    # a decade below the minimum (guide 003: 1/3 to 1/10 of it, and lower), holding the steepest point
+    assert math.isclose(s.low, s.min_loss_lr / 30) and math.isclose(s.high, s.min_loss_lr / 3)
+    assert s.low < s.steepest_lr < s.high
+
+
+def test_no_suggestion_when_the_loss_never_falls():
+    lrs = np.logspace(-7, 0, 100)
+    s = suggest(lrs, np.full(100, 2.3) + np.linspace(0, 0.01, 100))
+    assert s.low is None and "never fell" in s.reason
+
+
+def test_range_test_on_digits_grows_lr_exponentially_and_stops_on_divergence():
+    curve = range_test(DIGITS, "digits_mlp", start_lr=1e-5, end_lr=100.0, num_steps=60)
+    ratios = np.diff(np.log(curve.lrs))
+    assert np.allclose(ratios, math.log(1e7) / 59)  # exponential steps from start_lr
+    assert curve.stopped and len(curve.lrs) < 60  # SGD at lr 100 diverges before the end
+    smoothed = np.array(curve.smoothed)
+    assert smoothed.min() < 0.8 * smoothed[0]  # it learned on the way
+    s = suggest(curve.lrs, curve.smoothed)
+    assert s.steepest_lr <= s.min_loss_lr and s.low < s.high < s.min_loss_lr
+
+
+def test_range_test_is_reproducible():
+    a = range_test(DIGITS, "digits_mlp", num_steps=20)
+    b = range_test(DIGITS, "digits_mlp", num_steps=20)
+    assert a.losses == b.losses
+
+
+@pytest.mark.parametrize("values, window, expected", [
+    ([0.90, 0.95] + [0.951] * 10, 10, True),             # the last 10 added 0.1 % < 1 %
+    ([0.90, 0.95] + [0.951] * 9 + [0.97], 10, False),    # the last one added 2 %
+    ([0.90] + [0.951] * 9, 10, False),                   # too few trials to judge
+    ([0.90, 0.95] + [None] * 10, 10, True),              # diverged trials do not improve anything
+])
+def test_stop_rule_of_guide_002(values, window, expected):
+    from raysweep.sweep.stopping import plateaued
+
+    assert plateaued(values, "max", window, 0.01) is expected
+    flipped = [None if v is None else -v for v in values]
+    assert plateaued(flipped, "min", window, 0.01) is expected
