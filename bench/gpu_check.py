@@ -5,7 +5,8 @@
 1. each built-in task trains on cuda in fp32, bf16 (autocast) and fp16 (autocast + GradScaler);
 2. four trials share one GPU, as four 0.25-GPU trials would: throughput against one trial alone;
 3. the loop under DistributedDataParallel with NCCL (world size 1 here: one GPU), and the refusal
-   of two NCCL ranks on one GPU that makes raysweep reject fractional GPUs for DDP workers.
+   of two NCCL ranks on one GPU that makes raysweep reject fractional GPUs for DDP workers;
+4. the pipeline's LR range test on cuda (fp32, bf16) against the same test on CPU (`--only lr_range`).
 Needs no Ray: Ray's own GPU placement is exercised by the sweep on a real cluster."""
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from raysweep.train import Run, train  # noqa: E402
+from raysweep.train.lr_range import range_test, suggest  # noqa: E402
 
 LM = {"model_dim": 256, "num_heads": 8, "num_layers": 4, "seq_len": 128, "steps_per_epoch": 100, "batch_size": 64,
       "lr": 1e-3, "grad_clip": 1.0, "schedule": "cosine", "warmup_fraction": 0.05}
@@ -102,12 +104,36 @@ def ddp(world, gpu_of_rank):
     return out
 
 
+def lr_range():
+    out = {}
+    for task, config in (("digits_mlp", {**DIGITS, "optimizer": "adamw"}), ("char_lm", {**LM, "optimizer": "adamw"})):
+        for device, precision in (("cpu", "fp32"), ("cuda", "fp32"), ("cuda", "bf16")):
+            if task == "char_lm" and device == "cpu":
+                continue  # minutes on a CPU at this size
+            start = time.perf_counter()
+            curve = range_test({**config, "precision": precision}, task, num_steps=100, device=device)
+            s = suggest(curve.lrs, curve.smoothed)
+            out[f"{task}/{device}/{precision}"] = {
+                "seconds": round(time.perf_counter() - start, 2), "steps": len(curve.lrs), "stopped": curve.stopped,
+                "steepest_lr": s.steepest_lr, "min_loss_lr": s.min_loss_lr, "range": [s.low, s.high]}
+            print(task, device, precision, out[f"{task}/{device}/{precision}"], flush=True)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
+    parser.add_argument("--only", choices=["lr_range"])
     args = parser.parse_args()
     assert torch.cuda.is_available(), "no CUDA GPU"
     results = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
+    if args.only == "lr_range":
+        results["lr_range"] = lr_range()
+        print(json.dumps(results, indent=1))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=1)
+        return
     results["precisions"] = precisions()
     results["sharing_1"] = sharing(1)
     results["sharing_4"] = sharing(4)

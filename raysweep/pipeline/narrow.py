@@ -45,8 +45,11 @@ def narrow_param(p: Param, seen: list, margin: float) -> dict | None:
     if d in ("int", "logint"):
         new_lo, new_hi = max(lo, math.floor(new_lo)), min(hi, math.ceil(new_hi))
     elif p.q is not None:
-        new_lo, new_hi = max(lo, _snap(new_lo, p.q, False)), min(hi, _snap(new_hi, p.q, True))
-    if not new_lo < new_hi:
+        tol = 1e-9 * max(1.0, abs(hi))  # k*q may miss a bound by float fuzz: then it is the bound
+        new_lo, new_hi = _snap(new_lo, p.q, False), _snap(new_hi, p.q, True)
+        new_lo = lo if new_lo <= lo + tol else new_lo
+        new_hi = hi if new_hi >= hi - tol else new_hi
+    if not new_lo < new_hi or p.q is not None and new_hi - new_lo < p.q * (1 - 1e-9):  # a single value is left
         return {"distribution": "constant", "value": seen[0], **when}
     dist = {"normal": "uniform", "qnormal": "quniform"}.get(d, d)
     return {"distribution": dist, "min": new_lo, "max": new_hi, **({"q": p.q} if p.q is not None else {}), **when}

@@ -107,6 +107,7 @@ class Pipeline:
         lr = self.lr_test() if wanted["lr_range_test"] else None
         spec = with_lr_range(self.spec, lr)
         pool: list[TrialRecord] = []  # the configs the next stage starts from, best first
+        evaluated: list[TrialRecord] = []  # every coarse result, for TPE in the fine stage
         if wanted["coarse"]:
             spec = self.coarse_spec(spec)
             coarse = self.search("coarse", spec)
@@ -114,7 +115,7 @@ class Pipeline:
             evaluated = coarse.trials
         if wanted["fine"]:
             spec = self.fine_spec(spec, pool)
-            pool = self.search("fine", spec, pool=pool, evaluated=evaluated if wanted["coarse"] else ()).ranked()
+            pool = self.search("fine", spec, pool=pool, evaluated=evaluated).ranked()
         chosen = None
         if pool:
             config = pool[0].config
@@ -261,9 +262,11 @@ class Pipeline:
         return info
 
     def write_best(self, config: dict, trial: TrialRecord, test: dict, epochs: int) -> str:
-        """best_config.yaml: a spec with every chosen value fixed (`raysweep train` reproduces it) and
-        what each stage measured under `results`."""
+        """best_config.yaml: a spec with every chosen value fixed and the spec's derived values and
+        constraints kept (`raysweep train` trains exactly the final run's config), and what each
+        stage measured under `results`."""
         from ..spec import load_spec
+        from ..train.validate import check_task
 
         done, spec = self.state["done"], self.spec
         results = {f"final_{spec.metric.name}": trial.value, **test,
@@ -277,12 +280,14 @@ class Pipeline:
                 "description": f"chosen by raysweep run from {getattr(spec, '_file', spec.name)} "
                                f"on {time.strftime('%Y-%m-%d %H:%M')}",
                 "task": spec.task, "metric": {"name": spec.metric.name, "mode": spec.metric.mode},
-                "fixed": config, "stopping": {"max_epochs": epochs},
-                **{k: payload[k] for k in ("resources", "tracking", "storage_path") if k in payload},
+                "fixed": {k: v for k, v in config.items() if k not in spec.derived},
+                **{k: payload[k] for k in ("derived", "constraints", "resources", "tracking", "storage_path")
+                   if k in payload},
+                "stopping": {"max_epochs": epochs},
                 "results": json.loads(json.dumps(results, default=float))}
         path = self.file("best_config.yaml")
         with open(path, "w") as f:
             f.write(f"# The config raysweep's pipeline chose for {spec.name}: `raysweep train {path}` trains it.\n")
             yaml.safe_dump(data, f, sort_keys=False)
-        load_spec(path)  # it must be a valid spec
+        check_task(load_spec(path))  # it must be a valid spec, as `raysweep validate` would say
         return path

@@ -88,8 +88,8 @@ class Space:
 
     # ---- sampling --------------------------------------------------------------------------
 
-    def sample(self, rng: np.random.Generator, fixed: dict | None = None) -> dict:
-        """One draw of the parameters (inactive conditionals left out); `fixed` pins some values."""
+    def _walk(self, pick, fixed: dict | None) -> dict:
+        """A config built parent first: pinned values, constants, else pick(name, param)."""
         config: dict = {}
         for name, p in self.params.items():
             if not self.is_active(name, config):
@@ -99,8 +99,12 @@ class Space:
             elif p.distribution == "constant":
                 config[name] = p.value
             else:
-                config[name] = clean(p, self._domains[name].sample(random_state=rng))
+                config[name] = pick(name, p)
         return config
+
+    def sample(self, rng: np.random.Generator, fixed: dict | None = None) -> dict:
+        """One draw of the parameters (inactive conditionals left out); `fixed` pins some values."""
+        return self._walk(lambda name, p: clean(p, self._domains[name].sample(random_state=rng)), fixed)
 
     def grid(self) -> list[dict]:
         """Every combination of the enumerated (grid) parameters."""
@@ -147,21 +151,13 @@ class Space:
 
     def center(self, fixed: dict | None = None) -> dict:
         """A typical config: each range's middle (geometric for log scale), each choice's middle value."""
-        config: dict = {}
-        for name, p in self.params.items():
-            if not self.is_active(name, config):
-                continue
-            if fixed and name in fixed:
-                config[name] = fixed[name]
-            elif p.distribution == "constant":
-                config[name] = p.value
-            elif p.is_categorical:
-                config[name] = p.values[len(p.values) // 2]
-            elif p.min is None:
-                config[name] = clean(p, p.mu)
-            else:
-                config[name] = clean(p, math.sqrt(p.min * p.max) if p.is_log else (p.min + p.max) / 2)
-        return config
+        def middle(name, p):
+            if p.is_categorical:
+                return p.values[len(p.values) // 2]
+            if p.min is None:
+                return clean(p, p.mu)
+            return clean(p, math.sqrt(p.min * p.max) if p.is_log else (p.min + p.max) / 2)
+        return self._walk(middle, fixed)
 
     def contains(self, config: dict) -> bool:
         """Whether a config (parameters only) could have come from this space: active parameters
@@ -175,7 +171,8 @@ class Space:
             v = config[name]
             if p.distribution == "constant" and v != p.value or p.is_categorical and v not in p.values:
                 return False
-            if p.min is not None and not p.min <= v <= p.max:
+            tol = 1e-9 * max(1.0, abs(p.max or 0))  # quantised values snap to k*q: float fuzz at the bounds
+            if p.min is not None and not p.min - tol <= v <= p.max + tol:
                 return False
         return self.violated(config) is None
 

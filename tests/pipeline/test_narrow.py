@@ -2,12 +2,12 @@
 import math
 
 import numpy as np
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raysweep.pipeline import narrow_spec
 from raysweep.spec import Space
-from tests.spec.test_space import FAST, make_spec, numeric_params
+from tests.spec.test_space import make_spec, numeric_params
 
 choices = st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=2, max_size=5, unique=True).map(
     lambda v: {"values": v})
@@ -17,7 +17,7 @@ def width(p, log):
     return math.log(p.max / p.min) if log else p.max - p.min
 
 
-@FAST
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.sampled_from("abcdefgh"), st.one_of(numeric_params(), choices), min_size=1, max_size=5),
        st.integers(1, 8), st.floats(0, 0.5), st.integers(0, 2**31))
 def test_fine_space_holds_the_top_k_is_smaller_and_keeps_scale_and_bounds(params, k, margin, seed):
@@ -39,7 +39,8 @@ def test_fine_space_holds_the_top_k_is_smaller_and_keeps_scale_and_bounds(params
             assert len(set(seen)) == 1
             continue
         assert new.distribution == old.distribution and new.q == old.q
-        assert old.min <= new.min <= min(seen) and max(seen) <= new.max <= old.max  # inside the bounds
+        tol = 1e-9 * max(1.0, abs(old.max))  # quantised values sit on k*q, up to float fuzz
+        assert old.min - tol <= new.min <= min(seen) + tol and max(seen) - tol <= new.max <= old.max + tol
         log = old.is_log
         if old.distribution in ("uniform", "loguniform"):
             # the hull widened by margin x the coarse width on each side, in log space for log params

@@ -15,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from raysweep.cli import load_checked, trial_config
 from raysweep.spec import load_spec
 from tests.conftest import ROOT, run_cli
 
@@ -122,12 +123,13 @@ def test_seeds_statistics_match_the_re_runs_and_the_winner_has_the_best_mean(pip
 def test_best_config_is_a_valid_spec_with_the_winner_and_its_test_accuracy(pipeline):
     runs = pipeline["runs"]
     path = runs / "pipelines" / NAME / "best_config.yaml"
-    best = load_spec(path)
+    assert run_cli("validate", path).returncode == 0
+    best = load_checked(path)
     seeds = json.loads((runs / "pipelines" / NAME / "seeds.json").read_text())
     winner = seeds["ranked"][0]
     assert {k: best.fixed[k] for k in winner["config"]} == winner["config"]
     final = json.loads((runs / "ray" / f"{NAME}-final" / "results.json").read_text())["trials"][0]
-    assert best.fixed == final["config"]  # exactly what the final run trained
+    assert trial_config(best, {}, seed=0) == final["config"]  # `raysweep train` trains what the final run did
     assert 0.5 < best.results["test_accuracy"] == final["metrics"]["test_accuracy"] <= 1.0
     assert best.results["seeds_val_accuracy_mean"] == pytest.approx(winner["mean"])
     assert f"test_accuracy {best.results['test_accuracy']:.4g}" in pipeline["second"].stdout
