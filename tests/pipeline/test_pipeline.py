@@ -172,3 +172,12 @@ def test_a_changed_spec_is_refused_until_fresh(pipeline, tmp_path):
     assert changed.stderr.strip().splitlines()[-1] == (
         f"{SPEC}: {runs}/pipelines/{NAME} holds a pipeline of a different version of this spec; "
         "add --fresh to start over, or use another --runs-dir")
+
+
+def test_until_stops_after_the_named_stage(tmp_path):
+    result = run_cli("run", SPEC, *TINY, "--runs-dir", tmp_path, "--until", "lr_range_test", timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    state = json.loads((tmp_path / "pipelines" / NAME / "state.json").read_text())
+    assert list(state["done"]) == ["lr_range_test"]
+    assert not (tmp_path / "ray" / f"{NAME}-coarse").exists() and "[coarse]" not in result.stdout
+    assert "pipeline digits_mlp: finished lr_range_test" in result.stdout
