@@ -78,14 +78,12 @@ class Session:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        from .tracking import find_or_create_run, get_experiment
+        from .tracking import get_experiment
 
         # look runs up by tag: after Tuner.restore, Tune runs its own unpickled copy of the tracker
         client = MlflowClient(self.uri)
         experiment_id = get_experiment(client, self.experiment)
-        run_id, _ = find_or_create_run(client, experiment_id, {"raysweep.stage": tracker.stage,
-                                                               "raysweep.stage_key": tracker.stage_key},
-                                       tracker.stage, self.parent_run_id)
+        run_id = self._stage_run(client, tracker.stage, tracker.stage_key)
         best = result.best
         client.log_artifact(run_id, os.path.join(result.path, "results.json"))
         if best is not None:

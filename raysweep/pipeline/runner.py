@@ -46,6 +46,11 @@ def params_of(space: Space, config: dict) -> dict:
     return {k: v for k, v in config.items() if k in space.params}
 
 
+def with_search(spec: Spec, **changes) -> dict:
+    """The spec's search section with some keys changed, as data for Spec.derive."""
+    return {**spec.payload().get("search", {}), **changes}
+
+
 def _key(params: dict) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
@@ -144,8 +149,7 @@ class Pipeline:
     def coarse_spec(self, spec: Spec) -> Spec:
         """Wide and cheap: the spec's searcher, ASHA unless the spec names a scheduler."""
         c = self.spec.stages.coarse
-        search = {**spec.payload().get("search", {}), "method": c.method or spec.search.method,
-                  "num_samples": c.num_samples}
+        search = with_search(spec, method=c.method or spec.search.method, num_samples=c.num_samples)
         explicit = "type" in spec.scheduler.model_fields_set
         return spec.derive(search=search, scheduler=spec.payload()["scheduler"] if explicit else {"type": "asha"})
 
@@ -159,8 +163,7 @@ class Pipeline:
             spec = narrow_spec(spec, top, f.margin)
         grid = spec.search.method == "grid" or any(p.distribution == "grid" for p in spec.parameters.values())
         method = f.method or ("grid" if grid else "random" if spec.scheduler.type == "pbt" else "hyperopt")
-        search = {**spec.payload().get("search", {}), "method": method, "num_samples": f.num_samples,
-                  "points_to_evaluate": []}
+        search = with_search(spec, method=method, num_samples=f.num_samples, points_to_evaluate=[])
         scheduler = self.spec.payload().get("scheduler", {})  # the spec's own (coarse may have added ASHA)
         return spec.derive(search=search, scheduler=scheduler)
 
@@ -193,7 +196,7 @@ class Pipeline:
 
     def fixed_spec(self, spec: Spec, runs: int, epochs: int) -> Spec:
         """Re-runs of given configs: every one at full length, no scheduler, no early stopping."""
-        search = {**spec.payload().get("search", {}), "method": "random", "num_samples": runs, "points_to_evaluate": []}
+        search = with_search(spec, method="random", num_samples=runs, points_to_evaluate=[])
         return spec.derive(search=search, scheduler={"type": "fifo"}, stopping={"max_epochs": epochs})
 
     def seeds(self, spec: Spec, pool: list[TrialRecord]) -> dict:
