@@ -124,8 +124,10 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=1)))
-    ran = [r for r in tuner.fit() if r.config is not None and (r.metrics or r.error)]  # not the trials a stage-wide stop kept from starting
-    result = StageResult(stage, path, spec.metric.name, spec.metric.mode, [_record(r, space, payload) for r in ran])
+    records = [_record(r, last, space, payload) for r in tuner.fit()
+               # not the trials a stage-wide stop kept from starting: no config, nothing reported
+               if r.config is not None and ((last := r.metrics or _last_logged(r.path)) or r.error)]
+    result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
     with open(os.path.join(path, "results.json"), "w") as f:
         json.dump(result.to_json(), f, indent=1, default=str)
     return result
@@ -141,8 +143,23 @@ def _pbt_space(spec: Spec, space: Space, configs: list[dict]) -> dict:
             **{k: tune.sample_from(FromConfig(k, defaults.get(k))) for k in spec.scheduler.mutations}}
 
 
-def _record(result, space: Space, payload: dict) -> TrialRecord:
-    last = result.metrics or {}
+def _last_logged(path: str | None) -> dict:
+    """A trial's last result from its own log, for when Tune could not fetch it (it may miss the
+    files of a trial PBT has just restored)."""
+    try:
+        with open(os.path.join(path, "result.json")) as f:
+            lines = f.read().splitlines()
+    except (OSError, TypeError):
+        return {}
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a kill
+    return {}
+
+
+def _record(result, last: dict, space: Space, payload: dict) -> TrialRecord:
     suggested = suggestion(result.config, space, payload["nested"])
     metric = payload["run"]["metric"]
     value = last.get(f"best_{metric}")

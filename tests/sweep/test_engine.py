@@ -86,7 +86,11 @@ def test_asha_stops_weak_trials_before_max_t(ray_session, tmp_path):
 
 
 def test_pbt_exploits_from_checkpoints(ray_session, tmp_path):
-    spec = make_spec("pbt_exploits", "random", "pbt", epochs=6, samples=2)
+    # 8 trials side by side, the bottom half cloning the top half: an exploit does not hinge on two trials'
+    # timing on a loaded machine
+    spec = make_spec("pbt_exploits", "random", "pbt", epochs=6).derive(
+        search={"method": "random", "num_samples": 4, "seed": 0, "max_concurrent": 8},
+        scheduler={"type": "pbt", **SCHEDULER_ARGS["pbt"], "quantile_fraction": 0.5})
     session = Session.start(spec, runs_dir=str(tmp_path))
     result = session.stage(spec, "coarse", quiet=True)
     client, _, children = trial_runs(session, "coarse")
