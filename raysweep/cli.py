@@ -7,6 +7,7 @@ import click
 import yaml
 
 from .spec import ExprError, SpecError, load_spec
+from .spec.model import STAGES
 from .train.loop import ConfigError
 
 
@@ -138,9 +139,6 @@ def sweep_command(file, overrides, address, resume, runs_dir, tracking_uri, expe
     session = start_session(spec, address, runs_dir, tracking_uri, experiment)
     result = session.stage(spec, stage, resume=resume)
     session.summarize(result)
-
-
-STAGES = ("lr_range_test", "coarse", "fine", "seeds", "final")  # raysweep.pipeline.STAGES, without importing Ray
 
 
 @cli.command("run")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 
 import yaml
-from dataclasses import dataclass
 
 from .report.table import top_table
 from .spec import Spec
@@ -21,8 +21,8 @@ def connect_ray(address: str | None) -> None:
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # DDP reports reach Tune sooner
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # experiment state at most 1 s old if killed  # the legacy reporter honours verbose=0: no banners
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: no banners
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # experiment state at most 1 s old if killed
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     for name in ("ray.tune", "ray.train", "ray.air", "mlflow"):  # banners and DB-creation notes
@@ -78,12 +78,9 @@ class Session:
         from mlflow.entities import Metric
         from mlflow.tracking import MlflowClient
 
-        from .tracking import get_experiment
-
         # look runs up by tag: after Tuner.restore, Tune runs its own unpickled copy of the tracker
         client = MlflowClient(self.uri)
-        experiment_id = get_experiment(client, self.experiment)
-        run_id = self._stage_run(client, tracker.stage, tracker.stage_key)
+        run_id, experiment_id = self._stage_run(client, tracker.stage, tracker.stage_key)
         best = result.best
         client.log_artifact(run_id, os.path.join(result.path, "results.json"))
         if best is not None:
@@ -145,13 +142,14 @@ class Session:
             client.log_text(run_id, yaml.safe_dump(spec.payload(), sort_keys=False), "spec_resolved.yaml")
         return run_id
 
-    def _stage_run(self, client, stage: str, key: str) -> str:
+    def _stage_run(self, client, stage: str, key: str) -> tuple[str, str]:
+        """(run id, experiment id) of a stage's MLflow run, created if missing."""
         from .tracking import find_or_create_run, get_experiment
 
         experiment_id = get_experiment(client, self.experiment)
         run_id, _ = find_or_create_run(client, experiment_id, {"raysweep.stage": stage, "raysweep.stage_key": key},
                                        stage, self.parent_run_id)
-        return run_id
+        return run_id, experiment_id
 
     def _pipeline_stage(self, pipe, spec: Spec, stage: str, info: dict) -> None:
         """A finished stage's summary in MLflow: on its stage run and on the pipeline run."""
@@ -168,7 +166,7 @@ class Session:
                 result = json.load(f)
             plot = lr_range_plot(result, pipe.file("lr_range.png"))
             print(f"lr range test plot: {plot}")
-            run_id = self._stage_run(client, stage, pipe.file(stage))
+            run_id, _ = self._stage_run(client, stage, pipe.file(stage))
             metrics, params = [], []
             for r in result["runs"]:
                 name = r["optimizer"]
@@ -187,7 +185,7 @@ class Session:
         elif stage in ("coarse", "fine"):
             client.log_metric(parent, f"{stage}_best_{spec.metric.name}", info["best"])
         elif stage == "seeds":
-            run_id = self._stage_run(client, stage, stage_dir(self.storage, spec.name, stage))
+            run_id, _ = self._stage_run(client, stage, stage_dir(self.storage, spec.name, stage))
             client.log_artifact(run_id, info["file"])
             client.log_artifact(parent, info["file"])
             client.log_batch(parent, metrics=[Metric(f"seeds_{spec.metric.name}_{k}", info[k], now, 0)

@@ -19,12 +19,12 @@ from typing import Callable
 import yaml
 
 from ..spec import Space, Spec, SpecError
+from ..spec.model import STAGES
 from ..sweep import StageResult, TrialRecord, stage_dir
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
 from .seeds import summarize, warning
 
-STAGES = ("lr_range_test", "coarse", "fine", "seeds", "final")
 
 
 class PipelineError(RuntimeError):

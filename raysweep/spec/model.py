@@ -280,6 +280,9 @@ class Stages(Strict):
     final: FinalStage = FinalStage()
 
 
+STAGES = tuple(Stages.model_fields)  # the pipeline's stages, in order
+
+
 class EarlyStopping(Strict):
     patience: int = Field(10, ge=1)
     min_delta: float = Field(0.001, ge=0)
