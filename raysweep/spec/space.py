@@ -177,15 +177,20 @@ class Space:
         return self.violated(config) is None
 
     def configs(self, num_samples: int, seed: int) -> list[dict]:
-        """The trial configs of a random or grid search: num_samples draws per feasible grid point
-        (Tune's semantics), infeasible draws re-drawn."""
+        """The trial configs of a random or grid search: num_samples distinct draws per feasible grid
+        point (Tune's semantics), infeasible draws re-drawn. A draw equal to an earlier one is drawn
+        again (the trainer is seeded: it would be the same trial), so a small discrete space yields
+        fewer configs, and a point with nothing left to draw yields one."""
         rng = np.random.default_rng(seed)
         out = []
         for point in self.grid():
-            for _ in range(num_samples):
-                config = self.sample_feasible(rng, point)
-                if config is not None:
-                    out.append(config)
+            drawn: list[dict] = []
+            for _ in range(10 * num_samples):
+                if len(drawn) == num_samples or (config := self.sample_feasible(rng, point)) is None:
+                    break
+                if config not in drawn:
+                    drawn.append(config)
+            out += drawn
         return out
 
     def check_feasible(self, draws: int = FEASIBILITY_DRAWS) -> Rejection | None:

@@ -125,8 +125,8 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=1)))
     records = [_record(r, last, space, payload) for r in tuner.fit()
-               # not the trials a stage-wide stop kept from starting: no config, nothing reported
-               if r.config is not None and ((last := r.metrics or _last_logged(r.path)) or r.error)]
+               # not the trials a stage-wide stop kept from starting: nothing reported, no error
+               if (last := _last_result(r)).get("config") is not None and ("training_iteration" in last or r.error)]
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
     with open(os.path.join(path, "results.json"), "w") as f:
         json.dump(result.to_json(), f, indent=1, default=str)
@@ -143,15 +143,26 @@ def _pbt_space(spec: Spec, space: Space, configs: list[dict]) -> dict:
             **{k: tune.sample_from(FromConfig(k, defaults.get(k))) for k in spec.scheduler.mutations}}
 
 
-def _last_logged(path: str | None) -> dict:
-    """A trial's last result from its own log, for when Tune could not fetch it (it may miss the
-    files of a trial PBT has just restored)."""
+def _last_result(result) -> dict:
+    """A trial's last result. Tune's in-memory one can be empty (`{"trial_id": ...}`, and then
+    `Result.config` is None) for a trial PBT has just restored, or one that failed before reporting:
+    read the trial's own log then, and its params.json for the config it was started with."""
+    if "training_iteration" in (result.metrics or {}):
+        return result.metrics
+    last = {**_read_json_lines(result.path, "result.json")}
+    if last.get("config") is None:
+        last["config"] = _read_json_lines(result.path, "params.json") or None
+    return last
+
+
+def _read_json_lines(path: str | None, name: str) -> dict:
+    """The last whole JSON line of a trial's file; {} when there is none."""
     try:
-        with open(os.path.join(path, "result.json")) as f:
-            lines = f.read().splitlines()
+        with open(os.path.join(path, name)) as f:
+            text = f.read()
     except (OSError, TypeError):
         return {}
-    for line in reversed(lines):
+    for line in [text, *reversed(text.splitlines())]:
         try:
             return json.loads(line)
         except json.JSONDecodeError:
@@ -160,7 +171,7 @@ def _last_logged(path: str | None) -> dict:
 
 
 def _record(result, last: dict, space: Space, payload: dict) -> TrialRecord:
-    suggested = suggestion(result.config, space, payload["nested"])
+    suggested = suggestion(last["config"], space, payload["nested"])
     metric = payload["run"]["metric"]
     value = last.get(f"best_{metric}")
     status = decision(last, result.error is not None)
@@ -171,4 +182,12 @@ def _record(result, last: dict, space: Space, payload: dict) -> TrialRecord:
         epochs=int(last.get("training_iteration", 0)),
         metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k != "config"},
         checkpoint=result.checkpoint.path if result.checkpoint else None,
-        error=str(result.error).splitlines()[0][:300] if result.error else None)
+        error=error_line(result.error))
+
+
+def error_line(error: BaseException | None) -> str | None:
+    """What went wrong in one line: the user's exception, not Ray's wrapper around it."""
+    if error is None:
+        return None
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]

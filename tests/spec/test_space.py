@@ -159,9 +159,10 @@ def test_grid_enumerates_every_feasible_point_num_samples_times():
     assert pairs == {(1, 2): 2, (1, 3): 2, (2, 3): 2, (3, 2): 2}
 
 
-def test_method_grid_enumerates_choices():
+def test_method_grid_enumerates_choices_once_each():
+    # nothing left to draw at a point: num_samples repeats would be the same seeded trial again
     spec = make_spec({"a": {"values": [1, 2]}, "b": {"values": ["x", "y", "z"]}}, search={"method": "grid"})
-    configs = Space(spec).configs(num_samples=1, seed=0)
+    configs = Space(spec).configs(num_samples=20, seed=0)
     assert sorted((c["a"], c["b"]) for c in configs) == [(a, b) for a in (1, 2) for b in "xyz"]
 
 

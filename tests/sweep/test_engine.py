@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.session import Session
-from raysweep.spec import Space, Spec
+from raysweep.spec import Space, Spec, load_spec
 from raysweep.sweep.searchers import SEARCHERS
 from raysweep.sweep.schedulers import SCHEDULERS
 
@@ -101,3 +101,29 @@ def test_pbt_exploits_from_checkpoints(ray_session, tmp_path):
     for trial, donor in exploited.items():
         assert donor in ids and donor != trial
     assert all(t.epochs == 6 for t in result.trials)  # exploited trials continue, they do not restart
+
+
+def test_a_trial_that_fails_before_reporting_is_recorded_as_errored(ray_session, tmp_path):
+    # a user's task (beside its spec) whose model cannot be built for one grid value
+    (tmp_path / "fragile_task.py").write_text(
+        "from raysweep.train.tasks.digits import DigitsMLP\n"
+        "class Fragile(DigitsMLP):\n"
+        "    def model(self, config):\n"
+        "        if int(self.settings(config)['hidden']) == 13:\n"
+        "            raise ValueError('no model with 13 units')\n"
+        "        return super().model(config)\n")
+    (tmp_path / "fragile.yaml").write_text(
+        "name: fragile\ntask: fragile_task:Fragile\nmetric: {name: val_accuracy, mode: max}\n"
+        "search: {method: grid, max_concurrent: 2}\nstopping: {max_epochs: 1}\n"
+        "resources: {cpus_per_worker: 0.25}\nparameters: {hidden: {distribution: grid, values: [16, 13]}}\n")
+    spec = load_spec(str(tmp_path / "fragile.yaml"))
+    session = Session.start(spec, runs_dir=str(tmp_path))
+    result = session.stage(spec, "coarse", quiet=True)
+    by_hidden = {t.config["hidden"]: t for t in result.trials}
+    assert set(by_hidden) == {16, 13}  # the failed trial is not dropped from the stage
+    assert by_hidden[13].status == "errored" and "no model with 13 units" in (by_hidden[13].error or "")
+    assert by_hidden[16].status == "completed" and result.best.config["hidden"] == 16
+    _, _, children = trial_runs(session, "coarse")
+    failed = {r.data.tags["raysweep.decision"]: r for r in children}
+    assert sorted(failed) == ["completed", "errored"] and failed["errored"].info.status == "FAILED"
+    assert "no model with 13 units" in failed["errored"].data.tags["raysweep.error"]

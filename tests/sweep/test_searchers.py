@@ -82,6 +82,7 @@ def test_list_searcher_runs_given_points_first_then_feasible_draws():
         configs.append(c)
     assert len(configs) == 6 and configs[0] == {"a": 4, "b": 2}
     assert all(c["a"] % c["b"] == 0 for c in configs)
+    assert len({tuple(sorted(c.items())) for c in configs[1:]}) == 5  # 7 feasible configs: no draw twice
 
 
 def test_pbt_explore_keeps_perturbed_configs_feasible():
