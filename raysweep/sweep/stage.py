@@ -124,9 +124,13 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=1)))
-    records = [_record(r, last, space, payload) for r in tuner.fit()
-               # not the trials a stage-wide stop kept from starting: nothing reported, no error
-               if (last := _last_result(r)).get("config") is not None and ("training_iteration" in last or r.error)]
+    grid = tuner.fit()
+    # Who a result belongs to and the config it ran with come from Tune's Trial: a trial that cloned
+    # a PBT donor carries the donor's last result (trial_id and config included) until it reports.
+    # Not the trials a stage-wide stop kept from starting: nothing reported, no error.
+    records = [_record(trial, r, last, space, payload)
+               for r, trial in zip(grid, grid._experiment_analysis.trials)
+               if "training_iteration" in (last := _last_result(r)) or r.error]
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
     with open(os.path.join(path, "results.json"), "w") as f:
         json.dump(result.to_json(), f, indent=1, default=str)
@@ -144,25 +148,16 @@ def _pbt_space(spec: Spec, space: Space, configs: list[dict]) -> dict:
 
 
 def _last_result(result) -> dict:
-    """A trial's last result. Tune's in-memory one can be empty (`{"trial_id": ...}`, and then
-    `Result.config` is None) for a trial PBT has just restored, or one that failed before reporting:
-    read the trial's own log then, and its params.json for the config it was started with."""
+    """A trial's last result; from the trial's own log when Tune holds none in memory (a trial that
+    PBT has just restored)."""
     if "training_iteration" in (result.metrics or {}):
         return result.metrics
-    last = {**_read_json_lines(result.path, "result.json")}
-    if last.get("config") is None:
-        last["config"] = _read_json_lines(result.path, "params.json") or None
-    return last
-
-
-def _read_json_lines(path: str | None, name: str) -> dict:
-    """The last whole JSON line of a trial's file; {} when there is none."""
     try:
-        with open(os.path.join(path, name)) as f:
-            text = f.read()
+        with open(os.path.join(result.path, "result.json")) as f:
+            lines = f.read().splitlines()
     except (OSError, TypeError):
         return {}
-    for line in [text, *reversed(text.splitlines())]:
+    for line in reversed(lines):
         try:
             return json.loads(line)
         except json.JSONDecodeError:
@@ -170,17 +165,17 @@ def _read_json_lines(path: str | None, name: str) -> dict:
     return {}
 
 
-def _record(result, last: dict, space: Space, payload: dict) -> TrialRecord:
-    suggested = suggestion(last["config"], space, payload["nested"])
+def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialRecord:
+    suggested = suggestion(trial.config, space, payload["nested"])
     metric = payload["run"]["metric"]
     value = last.get(f"best_{metric}")
     status = decision(last, result.error is not None)
     return TrialRecord(
-        trial_id=last.get("trial_id") or os.path.basename(result.path),
+        trial_id=trial.trial_id,
         config=trial_config(space, suggested), status=status,
         value=None if status == "diverged" or value is None else float(value),
         epochs=int(last.get("training_iteration", 0)),
-        metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k != "config"},
+        metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k not in ("config", "trial_id")},
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         error=error_line(result.error))
 

@@ -159,6 +159,12 @@ class MlflowTracker(Callback):
     def _end(self, trial, errored: bool):
         run_id, client = self._run_for(trial), self.live["client"]
         last = trial.last_result or {}
+        step = int(last.get("epoch", last.get("training_iteration", 0)))
+        if last.get("trial_id") not in (None, trial.trial_id) and step not in self.logged.get(trial.trial_id, ()):
+            # it cloned a PBT donor's last checkpoint and ended there without training on: its final
+            # state is the donor's, which Tune holds as its last result (and the stage records)
+            self.history.setdefault(trial.trial_id, {})[step] = last
+            self._log_result(trial, {**last, "resumed_from": last["trial_id"]})
         tags = {TAG + "decision": decision(last, errored)}
         if last.get("diverged_reason"):
             tags[TAG + "diverged_reason"] = last["diverged_reason"]
