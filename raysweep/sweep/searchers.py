@@ -121,8 +121,8 @@ def build_searcher(spec: Spec, space: Space, num_samples: int, points=(), evalua
     return SEARCHERS[spec.search.method](spec, space, num_samples, points, evaluated)
 
 
-def trial_count(spec: Spec, space: Space, num_samples: int, points=()) -> int:
+def trial_count(searcher: Searcher, num_samples: int, points=()) -> int:
     """Trials Tune should ask for: every listed config, or num_samples TPE suggestions."""
-    if spec.search.method == "hyperopt":
-        return max(num_samples, len(points))
-    return len(build_list(spec, space, num_samples, points).configs)
+    if isinstance(searcher, ListSearcher):
+        return len(searcher.configs)
+    return max(num_samples, len(points))

@@ -92,7 +92,8 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                                     tune_resources(plan(spec.resources)))
     path = stage_dir(storage_path, spec.name, stage)
     name = os.path.basename(path)
-    total = trial_count(spec, space, num_samples, points)
+    searcher = build_searcher(spec, space, num_samples, points, evaluated)
+    total = trial_count(searcher, num_samples, points)
     progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total)]
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -102,7 +103,6 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
         if stop_rule and stop_rule[0]:
             stoppers.append(PlateauStopper(spec.metric.name, spec.metric.mode, *stop_rule))
         rules = [s for s in stoppers if isinstance(s, PlateauStopper)]
-        searcher = build_searcher(spec, space, num_samples, points, evaluated)
         param_space, count = {}, total
         if spec.scheduler.type == "pbt":
             param_space, count, searcher = _pbt_space(spec, space, searcher.configs), 1, None
