@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 from ..spec import Space, Spec, TrainSettings
 from ..spec.check import CONTINUOUS
+from ..sweep.progress import error_line
 from ..sweep.resources import plan
 from ..train.lr_range import range_test, suggest
 from ..train.loop import spec_dirs
@@ -74,7 +75,7 @@ def run_lr_test(spec: Spec, log=print) -> dict:
         try:
             curve = ray.get(ref)
         except Exception as e:  # a config the task cannot build: say so, keep the spec's range
-            log(f"{label} failed: {str(e).strip().splitlines()[-1][:300]}")
+            log(f"{label} failed: {error_line(e)}")
             continue
         s = suggest(curve.lrs, curve.smoothed)
         unit = lr_per_unit(space, base, param, base[param]) if searched else None

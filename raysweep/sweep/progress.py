@@ -2,7 +2,9 @@
 a heartbeat line while trials run."""
 from __future__ import annotations
 
+import json
 import math
+import os
 import sys
 import time
 
@@ -16,6 +18,30 @@ def decision(last: dict | None, errored: bool = False) -> str:
         return "errored"
     status = (last or {}).get("status", "running")
     return "stopped" if status == "running" else status
+
+
+def result_log(folder: str | None) -> list[dict]:
+    """A trial's own per-epoch log (result.json in its folder), as Tune wrote it; [] if none."""
+    try:
+        with open(os.path.join(folder, "result.json")) as f:
+            lines = f.read().splitlines()
+    except (OSError, TypeError):
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut off by a kill
+    return out
+
+
+def error_line(error: BaseException | None) -> str | None:
+    """What went wrong in one line: the user's exception, not Ray's wrapper around it."""
+    if error is None:
+        return None
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
 
 
 class Progress(Callback):

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from ..spec import Space, Spec, SpecError
 from ..spec.settings import TrainSettings
 from ..train import Run
-from .progress import Progress, decision
+from .progress import Progress, decision, error_line, result_log
 from .resources import plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import build_searcher, trial_count
@@ -152,17 +152,7 @@ def _last_result(result) -> dict:
     PBT has just restored)."""
     if "training_iteration" in (result.metrics or {}):
         return result.metrics
-    try:
-        with open(os.path.join(result.path, "result.json")) as f:
-            lines = f.read().splitlines()
-    except (OSError, TypeError):
-        return {}
-    for line in reversed(lines):
-        try:
-            return json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut off by a kill
-    return {}
+    return (result_log(result.path) or [{}])[-1]
 
 
 def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialRecord:
@@ -179,10 +169,3 @@ def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialReco
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         error=error_line(result.error))
 
-
-def error_line(error: BaseException | None) -> str | None:
-    """What went wrong in one line: the user's exception, not Ray's wrapper around it."""
-    if error is None:
-        return None
-    cause = getattr(error, "cause", None) or error
-    return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]

@@ -15,7 +15,7 @@ import os
 from ray.tune import Callback
 
 from ..spec import Space, Spec
-from ..sweep.progress import decision
+from ..sweep.progress import decision, result_log
 from ..sweep.trainable import suggestion, trial_config
 from .writer import BatchWriter
 
@@ -23,6 +23,10 @@ TAG = "raysweep."
 _SKIP = {"status", "diverged_reason", "resumed_from", "trial_id", "date", "hostname", "node_ip", "pid",
          "experiment_id", "timestamp", "done", "training_iteration", "epoch", "checkpoint_dir_name", "config",
          "should_checkpoint", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore"}
+
+
+def step_of(result: dict) -> int:
+    return int(result.get("epoch", result.get("training_iteration", 0)))
 
 
 def numeric_metrics(result: dict) -> dict:
@@ -141,13 +145,13 @@ class MlflowTracker(Callback):
         self._guard(trial, self._run_for)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        step = step_of(result)
         self.history.setdefault(trial.trial_id, {})[step] = result
         self._guard(trial, self._log_result, result)
 
     def _log_result(self, trial, result):
         run_id = self._run_for(trial)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        step = step_of(result)
         steps = self.logged.setdefault(trial.trial_id, set())
         if step in steps:
             return
@@ -159,7 +163,7 @@ class MlflowTracker(Callback):
     def _end(self, trial, errored: bool):
         run_id, client = self._run_for(trial), self.live["client"]
         last = trial.last_result or {}
-        step = int(last.get("epoch", last.get("training_iteration", 0)))
+        step = step_of(last)
         if last.get("trial_id") not in (None, trial.trial_id) and step not in self.logged.get(trial.trial_id, ()):
             # it cloned a PBT donor's last checkpoint and ended there without training on: its final
             # state is the donor's, which Tune holds as its last result (and the stage records)
@@ -196,7 +200,7 @@ class MlflowTracker(Callback):
         while pending:  # replay until MLflow answers: what this driver saw, and what Tune logged before a restart
             still = []
             for trial in pending:
-                seen = {int(r.get("epoch", r.get("training_iteration", 0))): r for r in _result_log(trial)}
+                seen = {step_of(r): r for r in _result_log(trial)}
                 seen.update(self.history.get(trial.trial_id, {}))
                 if not self._guard(trial, lambda t: [self._log_result(t, seen[k]) for k in sorted(seen)]):
                     still.append(trial)
@@ -234,17 +238,6 @@ class MlflowTracker(Callback):
 
 
 def _result_log(trial) -> list[dict]:
-    """Tune's own per-trial log (result.json in the trial's storage folder; local_path is only
-    Ray's driver staging copy)."""
-    candidates = [os.path.join(d, "result.json") for d in (trial.path, trial.local_path) if d]
-    path = next((c for c in candidates if os.path.exists(c)), None)
-    if path is None:
-        return []
-    out = []
-    with open(path) as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut off by a kill
-    return out
+    """Tune's own per-trial log, in the trial's storage folder (local_path is only Ray's driver
+    staging copy, read when the other is missing)."""
+    return result_log(trial.path) or result_log(trial.local_path)
