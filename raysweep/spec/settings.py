@@ -41,7 +41,8 @@ class TrainSettings(BaseModel):
     grad_accum: int = Field(1, ge=1)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     seed: int = 0
-    checkpoint_every: int = Field(0, ge=0)  # epochs; 0 = only at the end
+    checkpoint_every: int = Field(0, ge=0)  # epochs; 0 = only at the end (and by time, below)
+    checkpoint_every_s: float = Field(300.0, gt=0)  # and whenever this long has passed: a lost node costs minutes
     divergence_factor: float = Field(10.0, gt=1)  # loss above factor x first loss = diverged
 
 

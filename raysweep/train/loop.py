@@ -5,7 +5,6 @@ every rank (only rank 0 passes a checkpoint), and the caller decides where that 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
@@ -24,6 +23,7 @@ from . import checkpoint
 from .device import precision_for
 from .optim import build_optimizer, scaled_lr
 from .schedules import Schedule
+from .step import SYNC_EVERY, Step, all_reduce, distributed, micro_batches
 from .tasks import Task, get_task
 
 Report = Callable[[dict, "str | None"], None]
@@ -74,39 +74,33 @@ def _better(a: float, b: float | None, mode: str, min_delta: float = 0.0) -> boo
     return a < b - min_delta if mode == "min" else a > b + min_delta
 
 
-def _all_sum(values: list[float], world: int) -> list[float]:
-    if world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 @torch.no_grad()
 def evaluate(model, task: Task, dataset, device, precision, rank: int = 0, world: int = 1) -> dict:
-    """Loss and quality over a split; each rank takes every world-th sample, sums are all-reduced."""
+    """Loss and quality over a split; each rank takes every world-th sample. Sums stay on the device
+    and are all-reduced once, then read."""
     model.eval()
     shard = Subset(dataset, range(rank, len(dataset), world))
-    loss_sum = correct = count = 0.0
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x n, correct, n
     for x, y in DataLoader(shard, batch_size=512):
-        x, y = x.to(device), y.to(device)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
             out = model(x)
         n = y.numel()
-        loss_sum += task.loss(out.float(), y).item() * n
-        correct += task.correct(out, y).item()
-        count += n
-    loss_sum, correct, count = _all_sum([loss_sum, correct, count], world)
+        sums[0] += task.loss(out.float(), y).double() * n
+        sums[1] += task.correct(out, y).double()
+        sums[2] += n
+    loss_sum, correct, count = all_reduce(sums).tolist()
     mean = loss_sum / max(count, 1)
     return {"loss": mean, task.quality: task.quality_value(mean, correct, count)}
 
 
-def _weight_spread(model, world: int) -> float:
+@torch.no_grad()
+def _weight_spread(model) -> float:
     """Largest difference of any weight across ranks: 0.0 when DDP kept the replicas identical."""
-    flat = torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
     hi, lo = flat.clone(), flat.clone()
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+    all_reduce(hi, dist.ReduceOp.MAX)
+    all_reduce(lo, dist.ReduceOp.MIN)
     return (hi - lo).abs().max().item()
 
 
@@ -169,63 +163,39 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         _apply_settings(optimizer, schedule, s, TrainSettings.model_validate(saved["config"]))
         if origin is not None and saved.get("origin") not in (None, origin):
             resumed_from = saved["origin"]
-    net = DistributedDataParallel(model) if world > 1 else model
+    ddp = distributed()  # a process group, even of one rank (the GPU check runs NCCL that way)
+    net = DistributedDataParallel(model) if ddp else model
+    step = Step(net, model, task, optimizer, scaler, precision, s, device, state["first_loss"])
     samples_per_epoch = len(sampler) * world
-    group = loader.batch_size * s.grad_accum  # samples per optimizer step on this rank
+    last_save = time.monotonic()
 
     for epoch in range(state["epoch"], run.epochs):
-        # -- one epoch: forward/backward with accumulation, clip, step, schedule ------------------
+        # -- one epoch: optimizer steps over groups of micro-batches; the host reads the device's sums
+        #    every SYNC_EVERY steps (a diverged trial stops there) and at the end of the epoch -------------
         sampler.set_epoch(epoch)
         net.train()
         started = time.perf_counter()
-        loss_sum = norm_sum = 0.0
-        seen = steps = 0
-        diverged = ""
-        for i, (x, y) in enumerate(loader):
-            x, y = x.to(device), y.to(device)
-            boundary = (i + 1) % s.grad_accum == 0 or i + 1 == len(loader)
-            sync = contextlib.nullcontext() if boundary or world == 1 else net.no_sync()
-            with sync:
-                with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
-                    out = net(x)
-                loss = task.loss(out.float(), y)
-                # weight each micro-batch by its share of its step's samples: exact for a short last step
-                step_samples = min(group, len(sampler) - (i // s.grad_accum) * group)
-                scaler.scale(loss * (y.shape[0] / step_samples)).backward()
-            value = loss.item()
-            if not math.isfinite(value):
-                diverged = f"loss is {value} at epoch {epoch + 1}, step {i + 1}"
-            elif state["first_loss"] is not None and value > s.divergence_factor * state["first_loss"]:
-                diverged = (f"loss {value:.4g} exceeds {s.divergence_factor:g} x the first loss "
-                            f"{state['first_loss']:.4g} at epoch {epoch + 1}, step {i + 1}")
-            if world > 1 and _all_sum([float(bool(diverged))], world)[0] and not diverged:
-                diverged = "another rank diverged"  # every rank must leave the loop together
-            if diverged:
-                break
-            state["first_loss"] = state["first_loss"] or value
-            loss_sum += value * y.shape[0]
-            seen += y.shape[0]
-            if boundary:
-                scaler.unscale_(optimizer)
-                if s.grad_clip and s.grad_clip_mode == "value":
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)  # measure, then clip
-                    torch.nn.utils.clip_grad_value_(model.parameters(), s.grad_clip)
-                else:
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip or math.inf)
-                norm_sum += norm.item()
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step_batch()
-                steps += 1
+        step.reset_epoch()
+        windows = []
+        for i, batches in enumerate(micro_batches(loader, s.grad_accum)):
+            step(batches)
+            schedule.step_batch()
+            if (i + 1) % SYNC_EVERY == 0:
+                windows.append(step.sync(epoch + 1))
+                if windows[-1].diverged:
+                    break
+        windows.append(step.sync(epoch + 1))  # the steps since the last read (none after a break)
+        state["first_loss"] = step.first_loss
+        diverged = next((w.diverged for w in windows if w.diverged), "")
         if diverged:
             metrics = {"epoch": epoch + 1, "train_loss": math.nan, "val_loss": math.nan, "lr": schedule.lr,
                        "status": "diverged", "diverged_reason": diverged}
             report(metrics, None)
             return Result("diverged", diverged, epoch + 1, metrics)
 
-        # -- evaluate, reduce across ranks, decide whether to go on ------------------------------
-        loss_sum, seen, norm_sum, steps = _all_sum([loss_sum, seen, norm_sum, steps], world)
+        # -- evaluate, decide whether to go on ----------------------------------------------------------
+        loss_sum, seen = sum(w.loss_sum for w in windows), sum(w.samples for w in windows)
+        norm_sum, steps = sum(w.norm_sum for w in windows), sum(w.steps for w in windows)
         seconds = time.perf_counter() - started
         val = evaluate(model, task, splits.val, device, precision, rank, world)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
@@ -254,14 +224,16 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
             if run.evaluate_test:
                 test = evaluate(model, task, splits.test, device, precision, rank, world)
                 metrics.update({"test_loss": test["loss"], f"test_{task.quality}": test[task.quality]})
-            if world > 1:
-                metrics["ddp_weight_spread"] = _weight_spread(model, world)
+            if ddp:
+                metrics["ddp_weight_spread"] = _weight_spread(model)
 
         # -- checkpoint (rank 0) and report (every rank) ------------------------------------------
         state["epoch"] = epoch + 1
         directory = None
-        save_now = status != "running" or (s.checkpoint_every and (epoch + 1) % s.checkpoint_every == 0)
+        save_now = (status != "running" or (s.checkpoint_every and (epoch + 1) % s.checkpoint_every == 0)
+                    or time.monotonic() - last_save >= s.checkpoint_every_s)
         if save_now and rank == 0:
+            last_save = time.monotonic()
             directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), model=model.state_dict(),
                                         optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                                         scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin)

@@ -13,6 +13,7 @@ from ..spec.settings import TrainSettings
 from . import checkpoint
 from .device import precision_for
 from .optim import build_optimizer
+from .step import Step, micro_batches
 from .tasks import get_task
 
 
@@ -29,59 +30,53 @@ class Curve:
 
 def range_test(config: dict, task_ref: str, task_dirs: tuple = (), start_lr: float = 1e-7, end_lr: float = 1.0,
                num_steps: int = 100, smoothing: float = 0.05, diverge_factor: float = 4.0,
-               device: str = "cpu") -> Curve:
+               device: str = "cpu", read_every: int = 10) -> Curve:
     """One pass of `num_steps` optimizer steps at lr = start * (end/start)^(i/(n-1)), over the training
-    split (repeated if short), with the config's optimizer, parameter groups and clipping."""
+    split (repeated if short), with the config's optimizer, parameter groups, clipping and gradient
+    accumulation: the trainer's own step. Losses are read from the device every `read_every` steps."""
     s = TrainSettings.model_validate(config)
     checkpoint.seed_everything(s.seed)
     task = get_task(task_ref, tuple(task_dirs))
     device = torch.device(device)
     splits = task.datasets(config)
-    loader = DataLoader(splits.train, batch_size=s.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(s.seed), drop_last=len(splits.train) > s.batch_size)
+    micro = max(s.batch_size // s.grad_accum, 1)
+    loader = DataLoader(splits.train, batch_size=micro, shuffle=True,
+                        generator=torch.Generator().manual_seed(s.seed), drop_last=len(splits.train) > micro)
     model = task.model(config).to(device)
     model.train()
     precision = precision_for(s.precision, device.type)
     optimizer = build_optimizer(model, s, start_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
+    step = Step(model, model, task, optimizer, scaler, precision, s, device)
     factor = (end_lr / start_lr) ** (1 / (num_steps - 1))
     curve, average, best = Curve(), 0.0, math.inf
-    batches = iter(loader)
-    for i in range(num_steps):
-        lr = start_lr * factor ** i
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x, y = next(batches)
-        x, y = x.to(device), y.to(device)
-        with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
-            out = model(x)
-        loss = task.loss(out.float(), y)
-        value = loss.item()
-        if not math.isfinite(value):
-            curve.stopped = f"loss is {value} at lr {lr:.3g}"
-            break
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if s.grad_clip:
-            scaler.unscale_(optimizer)
-            clip = torch.nn.utils.clip_grad_value_ if s.grad_clip_mode == "value" else torch.nn.utils.clip_grad_norm_
-            clip(model.parameters(), s.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        average = (1 - smoothing) * average + smoothing * value
-        smooth = average / (1 - (1 - smoothing) ** (i + 1))
-        curve.lrs.append(lr)
-        curve.losses.append(value)
-        curve.smoothed.append(smooth)
-        best = min(best, smooth)
-        if smooth > diverge_factor * best:
-            curve.stopped = f"smoothed loss {smooth:.4g} > {diverge_factor:g} x best {best:.4g} at lr {lr:.3g}"
-            break
+    groups = micro_batches(_forever(loader), s.grad_accum)
+    lrs = [start_lr * factor ** i for i in range(num_steps)]
+    for first in range(0, num_steps, read_every):
+        window = lrs[first:first + read_every]
+        for lr in window:
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            step(next(groups))
+        for i, (lr, value) in enumerate(zip(window, step.take_losses()), start=first):
+            if not math.isfinite(value):
+                curve.stopped = f"loss is {value} at lr {lr:.3g}"
+                return curve
+            average = (1 - smoothing) * average + smoothing * value
+            smooth = average / (1 - (1 - smoothing) ** (i + 1))
+            curve.lrs.append(lr)
+            curve.losses.append(value)
+            curve.smoothed.append(smooth)
+            best = min(best, smooth)
+            if smooth > diverge_factor * best:
+                curve.stopped = f"smoothed loss {smooth:.4g} > {diverge_factor:g} x best {best:.4g} at lr {lr:.3g}"
+                return curve
     return curve
+
+
+def _forever(loader):
+    while True:
+        yield from loader
 
 
 @dataclass

@@ -1,0 +1,73 @@
+"""The trainer's own collectives in a real 2-process gloo group (torch.distributed, no Ray): how many
+there are and on which device their tensors live."""
+import json
+import socket
+
+import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from raysweep.train import Run, train
+
+COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "barrier", "reduce", "all_gather_into_tensor")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank(rank: int, world: int, port: int, config: dict, epochs: int, out: str) -> None:
+    """One rank: count every collective the trainer calls (the real ones still run) and the devices
+    of their tensors, then train."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    calls = []
+
+    def counting(name, real):
+        def call(*args, **kw):
+            tensors = [a for a in args if hasattr(a, "device")] + [t for a in args if isinstance(a, list)
+                                                                   for t in a if hasattr(t, "device")]
+            calls.append((name, sorted({str(t.device) for t in tensors})))
+            return real(*args, **kw)
+        return call
+
+    for name in COLLECTIVES:
+        setattr(dist, name, counting(name, getattr(dist, name)))
+    reports = []
+    result = train(config, Run(task="digits_mlp", epochs=epochs), lambda m, d: reports.append(m))
+    with open(f"{out}/{rank}.json", "w") as f:
+        json.dump({"calls": calls, "status": result.status, "reason": result.reason, "reports": reports}, f,
+                  default=str)
+    dist.destroy_process_group()
+
+
+def _run(tmp_path, config, epochs=2, world=2):
+    mp.start_processes(_rank, args=(world, _free_port(), config, epochs, str(tmp_path)), nprocs=world,
+                       start_method="spawn")
+    return [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(world)]
+
+
+def test_collectives_are_few_and_on_the_models_device(tmp_path):
+    # 1078 training samples / 2 ranks / micro-batch 16 = 34 micro-batches = 17 optimizer steps per epoch
+    config = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "grad_accum": 2, "dropout": 0.0}
+    ranks = _run(tmp_path, config)
+    for r in ranks:
+        assert r["status"] == "completed"
+        assert all(devices == ["cpu"] for _, devices in r["calls"])  # the model's device (cpu here)
+        names = [n for n, _ in r["calls"]]
+        # per epoch: one read of the step window and one of the validation sums; at the end the
+        # replicas' weight spread (max and min); nothing per step or per micro-batch
+        assert names.count("all_reduce") == 2 * 2 + 2, names
+        assert "all_gather" not in names  # only a diverged rank's step is gathered
+    assert ranks[0]["reports"][-1]["ddp_weight_spread"] == 0.0
+    assert ranks[0]["reports"][-1]["train_loss"] == pytest.approx(ranks[1]["reports"][-1]["train_loss"])
+
+
+def test_a_diverged_rank_stops_every_rank_at_the_same_step(tmp_path):
+    config = {"optimizer": "sgd", "lr": 8.0, "batch_size": 64, "dropout": 0.0}
+    ranks = _run(tmp_path, config, epochs=3)
+    assert {r["status"] for r in ranks} == {"diverged"}
+    assert ranks[0]["reason"] == ranks[1]["reason"]
+    assert "at epoch 1, step" in ranks[0]["reason"] and "all_gather" in [n for n, _ in ranks[0]["calls"]]
+    assert ranks[0]["reports"][-1]["diverged_reason"] == ranks[0]["reason"]
