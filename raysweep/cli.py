@@ -8,6 +8,7 @@ import yaml
 
 from .spec import ExprError, SpecError, load_spec
 from .spec.model import STAGES
+from .sweep.resources import ClusterError
 from .train.loop import ConfigError
 
 
@@ -170,14 +171,14 @@ def run_command(file, overrides, until, fresh, address, runs_dir, tracking_uri, 
 
 
 def start_session(spec, address, runs_dir, tracking_uri, experiment=None):
-    from .session import Session
+    import os
+    import time
 
-    try:
-        return Session.start(spec, address=address, runs_dir=runs_dir, tracking_uri=tracking_uri, experiment=experiment)
-    except SpecError:
-        raise
-    except ConnectionError as e:
-        _fail(f"cannot reach the Ray cluster at {address}: {e}")
+    from .session import Session, route_ray_logs
+
+    log = route_ray_logs(os.path.abspath(os.path.join(runs_dir, "logs", f"ray-{time.strftime('%Y%m%d-%H%M%S')}.log")))
+    return Session.start(spec, address=address, runs_dir=runs_dir, tracking_uri=tracking_uri, experiment=experiment,
+                         log_file=log)
 
 
 def _train_ddp(spec, config, run, p, report, address):
@@ -259,7 +260,7 @@ def main(argv=None) -> None:
     except SpecError as e:
         click.echo(str(e), err=True)
         sys.exit(2)
-    except (ExprError, ConfigError) as e:  # a value that reaches an expression or the trainer badly
+    except (ExprError, ConfigError, ClusterError) as e:  # a bad value, or a cluster that cannot be used
         _fail(str(e))
     except click.UsageError as e:
         command = e.ctx.command_path if e.ctx else "raysweep"

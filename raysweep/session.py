@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import yaml
@@ -12,19 +13,86 @@ import yaml
 from .report.table import top_table
 from .spec import Spec
 from .sweep import StageResult, check_resources, run_stage, stage_dir
+from .sweep.resources import ClusterError
 from .tracking import MlflowTracker
 from .tracking import tracking_uri as default_tracking_uri
 
 
-def connect_ray(address: str | None) -> None:
+def _token_available() -> bool:
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A TCP connect to the GCS before ray.init, which would retry an address of nothing for minutes."""
+    import socket
+
+    host, _, port = address.rpartition("://")[2].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except ValueError:
+        raise ClusterError(f"--address {address}: not HOST:PORT (e.g. 127.0.0.1:6379, or auto)") from None
+    except OSError as e:
+        raise ClusterError(f"nothing answers at {address} ({e.strerror or e}); start the cluster "
+                           "(`make cluster-local`, `make cluster-up`) or fix --address / RAY_ADDRESS") from None
+
+
+def route_ray_logs(path: str) -> str:
+    """Ray's component logs (its C++ output on fd 2, its processes' stderr, the `ray` loggers) go to
+    `path`; sys.stderr keeps the terminal for raysweep's own lines. Call before connect_ray."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    terminal = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    import ray  # noqa: F401 - it installs its logger's handler on import; replaced just below
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray", "py.warnings"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+    logging.captureWarnings(True)
+    return path
+
+
+def _log_says(path: str | None, needle: str) -> bool:
+    try:
+        with open(path, errors="replace") as f:
+            f.seek(max(0, os.path.getsize(path) - 200_000))
+            return needle in f.read()
+    except (OSError, TypeError):
+        return False
+
+
+def connect_ray(address: str | None, log_file: str | None = None) -> None:
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # DDP reports reach Tune sooner
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: no banners
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # experiment state at most 1 s old if killed
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    if address:
+        if address not in ("auto", "local"):
+            _check_reachable(address)
+        if "RAY_AUTH_MODE" not in os.environ and _token_available():
+            os.environ["RAY_AUTH_MODE"] = "token"  # a cluster started with a token refuses clients without one
+    token_help = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file "
+                  "(~/.ray/auth_token on its head; `make cluster-local` prints it)")
+    try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    except ray.exceptions.AuthenticationError as e:
+        raise ClusterError(f"the Ray cluster at {address} needs a token: {str(e).splitlines()[0]}; {token_help}") from None
+    except ConnectionError as e:
+        if _log_says(log_file, "InvalidAuthToken"):
+            raise ClusterError(f"the Ray cluster at {address} refused this client's token "
+                               f"(RAY_AUTH_MODE={os.environ.get('RAY_AUTH_MODE', 'unset')}); {token_help}") from None
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {e}") from None
     for name in ("ray.tune", "ray.train", "ray.air", "mlflow"):  # banners and DB-creation notes
         logging.getLogger(name).setLevel(logging.WARNING)
     # trials a stage-wide stop ended before they started have no results: not worth a warning
@@ -39,9 +107,11 @@ class Session:
     parent_run_id: str | None = None
     spec_params: tuple = ()
     storage_path: str | None = None
+    log_file: str | None = None
 
     @classmethod
-    def start(cls, spec: Spec, address=None, runs_dir="runs", tracking_uri=None, experiment=None) -> "Session":
+    def start(cls, spec: Spec, address=None, runs_dir="runs", tracking_uri=None, experiment=None,
+              log_file: str | None = None) -> "Session":
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         # MLflow's client retries a request for minutes by default, blocking the sweep's driver;
         # raysweep's writer retries on its own thread instead
@@ -50,11 +120,11 @@ class Session:
         import mlflow  # noqa: F401 - it configures its logger on import; connect_ray quiets it after
         runs_dir = os.path.abspath(runs_dir)
         os.makedirs(runs_dir, exist_ok=True)
-        connect_ray(address)
+        connect_ray(address, log_file)
         check_resources(spec)
         return cls(runs_dir, tracking_uri or default_tracking_uri(spec, runs_dir),
                    experiment or spec.tracking.experiment or spec.name, spec_params=(*spec.parameters, *spec.derived),
-                   storage_path=os.path.abspath(spec.storage_path) if spec.storage_path else None)
+                   storage_path=os.path.abspath(spec.storage_path) if spec.storage_path else None, log_file=log_file)
 
     @property
     def storage(self) -> str:
@@ -209,4 +279,6 @@ class Session:
         print(f"MLflow: experiment '{self.experiment}' at {self.uri}")
         if self.uri.startswith("sqlite:///"):
             print(f"  open it: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
+        if self.log_file:
+            print(f"Ray's own logs: {self.log_file}")
 

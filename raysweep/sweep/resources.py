@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot be used (unreachable, refuses our token, lacks resources): one line."""
+
+
 @dataclass(frozen=True)
 class Plan:
     workers: int
@@ -96,4 +100,4 @@ def ray_nodes() -> list[dict]:
     return [{k: n["Resources"].get(k, 0) for k in ("CPU", "GPU")} for n in ray.nodes() if n["Alive"]]
 
 
-__all__ = ["Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]
+__all__ = ["ClusterError", "Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]

@@ -1,0 +1,200 @@
+"""A multi-node Ray cluster on one machine: a head and N worker nodes started with `ray start`, token
+auth on, every node on 127.0.0.1, each worker node with a `worker` resource so trials can be kept off
+the head. All its processes live under one temp folder, so `down` stops this cluster's processes and
+no other Ray on the machine (`ray stop` would stop every one).
+
+  python -m raysweep.sweep.local_cluster up --workers 2 [--dir runs/cluster]
+  python -m raysweep.sweep.local_cluster add | kill-node N | down
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+WORKER_RESOURCE = "worker"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    dir: str                     # state: cluster.json, the token, Ray's logs
+    temp: str                    # Ray's temp root (short: Unix socket paths are limited to ~107 bytes)
+    address: str = ""
+    cpus_per_node: float = 1
+    nodes: list[dict] = field(default_factory=list)  # {"name", "temp"} for each worker node
+
+    @property
+    def token_file(self) -> str:
+        return os.path.join(self.dir, "auth_token")
+
+    def env(self) -> dict:
+        """What a client of this cluster needs: its address and its token."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_file}
+
+    def save(self) -> None:
+        with open(os.path.join(self.dir, "cluster.json"), "w") as f:
+            json.dump(asdict(self), f, indent=1)
+
+    @classmethod
+    def load(cls, directory: str) -> LocalCluster:
+        with open(os.path.join(directory, "cluster.json")) as f:
+            return cls(**json.load(f))
+
+    def _ray(self, *args: str, temp: str, resources: dict | None = None) -> None:
+        os.makedirs(temp, exist_ok=True)
+        cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", *args, "--node-ip-address=127.0.0.1",
+               f"--temp-dir={temp}", f"--num-cpus={self.cpus_per_node:g}", "--num-gpus=0",
+               "--object-store-memory=100000000", "--disable-usage-stats",
+               f"--resources={json.dumps(resources or {})}"]
+        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("RAY_ADDRESS")
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if out.returncode:
+            raise RuntimeError(f"ray start failed: {(out.stderr or out.stdout).strip()[-2000:]}")
+
+    def start_head(self) -> None:
+        with open(self.token_file, "w") as f:
+            f.write(secrets.token_hex(32))
+        os.chmod(self.token_file, 0o600)
+        port = free_port()
+        self._ray("--head", f"--port={port}", "--include-dashboard=false",
+                  temp=os.path.join(self.temp, "head"))
+        self.address = f"127.0.0.1:{port}"
+        self.save()
+
+    def add_node(self, wait: bool = True) -> str:
+        name = f"w{len(self.nodes) + 1}"
+        temp = os.path.join(self.temp, name)
+        self._ray(f"--address={self.address}", temp=temp, resources={WORKER_RESOURCE: self.cpus_per_node})
+        self.nodes.append({"name": name, "temp": temp})
+        self.save()
+        if wait:
+            self.wait_for(len(self.alive_nodes()) + 0)
+        return name
+
+    def pids(self, temp: str | None = None) -> list[int]:
+        """This cluster's processes (or one node's): those whose command line names its temp folder."""
+        import psutil
+
+        root = temp or self.temp
+        out = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if any(root in part for part in p.info["cmdline"] or ()):
+                    out.append(p.info["pid"])
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return out
+
+    def raylet_pid(self, name: str) -> int | None:
+        import psutil
+
+        temp = next(n["temp"] for n in self.nodes if n["name"] == name)
+        for pid in self.pids(temp):
+            try:
+                if "raylet" in os.path.basename(psutil.Process(pid).cmdline()[0]):
+                    return pid
+            except (psutil.NoSuchProcess, IndexError):
+                continue
+        return None
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL a worker node's raylet, as a lost machine would go (its workers die with it)."""
+        pid = self.raylet_pid(name)
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+
+    def alive_nodes(self) -> list[dict]:
+        """The cluster's alive nodes as the GCS sees them (asked in a subprocess: no driver here)."""
+        code = ("import ray, json; ray.init(address='auto', logging_level='ERROR', log_to_driver=False); "
+                "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
+        env = {**os.environ, **self.env()}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+        return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+
+    def wait_for(self, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.alive_nodes()) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {count} nodes joined within {timeout:g} s")
+            time.sleep(1)
+
+    def down(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 10
+            while self.pids() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def up(directory: str, workers: int, cpus_per_node: float = 1) -> LocalCluster:
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    temp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
+    cluster = LocalCluster(directory, temp, cpus_per_node=cpus_per_node)
+    try:
+        cluster.start_head()
+        for _ in range(workers):
+            cluster.add_node(wait=False)
+        cluster.wait_for(workers + 1)
+    except BaseException:
+        cluster.down()
+        raise
+    return cluster
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m raysweep.sweep.local_cluster")
+    parser.add_argument("action", choices=["up", "down", "add", "kill-node", "env"])
+    parser.add_argument("node", nargs="?", help="kill-node: the worker node's name (w1, w2, ...)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cpus", type=float, default=1, help="logical CPUs per node")
+    parser.add_argument("--dir", default="runs/cluster")
+    args = parser.parse_args(argv)
+    state = os.path.join(args.dir, "cluster.json")
+    if args.action == "up":
+        if os.path.exists(state):
+            sys.exit(f"a local cluster is already up ({state}); `make cluster-local-down` first")
+        cluster = up(args.dir, args.workers, args.cpus)
+        print(f"local Ray cluster: head + {args.workers} worker nodes on 127.0.0.1, token auth on")
+        print("use it from this shell with:")
+        print("  " + " ".join(f"export {k}={v};" for k, v in cluster.env().items()))
+        print(f"or pass --address {cluster.address} (with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={cluster.token_file})")
+        return
+    if not os.path.exists(state):
+        sys.exit(f"no local cluster in {args.dir}")
+    cluster = LocalCluster.load(args.dir)
+    if args.action == "down":
+        cluster.down()
+        os.remove(state)
+        print(f"local cluster at {cluster.address} stopped")
+    elif args.action == "add":
+        print(f"node {cluster.add_node()} joined {cluster.address}")
+    elif args.action == "kill-node":
+        cluster.kill_node(args.node)
+    elif args.action == "env":
+        print(" ".join(f"export {k}={v};" for k, v in cluster.env().items()))
+
+
+if __name__ == "__main__":
+    main()
