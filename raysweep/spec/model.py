@@ -207,6 +207,18 @@ class Resources(Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     cpus_per_trial: float = Field(0.25, ge=0)  # the trial's driver when workers_per_trial > 1
+    custom: dict[str, float] = {}  # Ray custom resources per worker, e.g. {worker: 1} keeps trials off the head
+    placement: Literal["pack", "spread", "strict_pack", "strict_spread"] = "pack"  # a trial's DDP workers
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, v):
+        for key, amount in v.items():
+            if key in ("CPU", "GPU", "cpu", "gpu", "memory"):
+                raise ValueError(f"{key} is not a custom resource; use cpus_per_worker / gpus_per_worker")
+            if not amount > 0:
+                raise ValueError(f"{key}: {amount} must be > 0")
+        return v
 
     @field_validator("gpus_per_worker")
     @classmethod
@@ -338,4 +350,18 @@ class Spec(Strict):
                 raise At("method", f"method '{self.method}' contradicts search.method '{self.search.method}'; keep one")
             self.search.method = self.method
         self.method = None
+        return self
+
+    @model_validator(mode="after")
+    def _pbt_checkpoints(self):
+        """PBT clones a donor from its last checkpoint: without one at every perturbation it never exploits."""
+        if self.scheduler.type != "pbt" or "checkpoint_every" in self.parameters:
+            return self
+        interval, every = self.scheduler.perturbation_interval, self.fixed.get("checkpoint_every")
+        if not every:
+            self.fixed = {**self.fixed, "checkpoint_every": interval}
+        elif not isinstance(every, int) or interval % every:
+            raise At(("fixed", "checkpoint_every"),
+                     f"PBT exploits every {interval} epochs (scheduler.perturbation_interval) from the donor's last "
+                     f"checkpoint and checkpoint_every {every} does not divide it; set checkpoint_every: {interval}")
         return self

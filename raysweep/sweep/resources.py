@@ -12,8 +12,9 @@ class ClusterError(RuntimeError):
 @dataclass(frozen=True)
 class Plan:
     workers: int
-    trial: dict          # the Tune trial's own bundle: {"CPU": .., "GPU": ..}
+    trial: dict          # the Tune trial's own bundle: {"CPU": .., "GPU": .., custom resources}
     worker: dict | None  # each Ray Train worker's bundle, None for an in-process trial
+    placement: str = "pack"  # how a trial's DDP workers spread over nodes (Ray's placement strategies)
 
     @property
     def use_gpu(self) -> bool:
@@ -35,22 +36,24 @@ class Plan:
 def plan(resources) -> Plan:
     """1 worker: the loop runs in the trial's own process with the worker's resources (no extra
     processes or placement groups). More: a small driver bundle plus one bundle per DDP worker."""
-    worker = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker}
+    worker = {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker, **resources.custom}
     worker = {k: v for k, v in worker.items() if v}
     if resources.workers_per_trial == 1:
         return Plan(1, worker, None)
-    return Plan(resources.workers_per_trial, {"CPU": resources.cpus_per_trial}, worker)
+    return Plan(resources.workers_per_trial, {"CPU": resources.cpus_per_trial}, worker, resources.placement)
 
 
 def scaling_config(p: Plan):
     from ray.train import ScalingConfig
 
-    return ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=dict(p.worker))
+    return ScalingConfig(num_workers=p.workers, use_gpu=p.use_gpu, resources_per_worker=dict(p.worker),
+                         placement_strategy=p.placement.upper())
 
 
 def tune_resources(p: Plan) -> dict:
-    """Tune's resource dict for the trial's own process (lower-case keys as tune.with_resources takes)."""
-    return {k.lower(): v for k, v in p.trial.items()} or {"cpu": 0}
+    """Tune's resource dict for the trial's own process (cpu/gpu lower-case as tune.with_resources takes;
+    other keys are custom resources)."""
+    return {k.lower() if k in ("CPU", "GPU") else k: v for k, v in p.trial.items()} or {"cpu": 0}
 
 
 def _pack(bundles: list[dict], free: list[dict]) -> dict | None:
@@ -69,14 +72,21 @@ def unsatisfiable(p: Plan, nodes: list[dict]) -> str | None:
     all of a trial's bundles must fit on the cluster at once."""
     if not nodes:
         return "the cluster has no nodes"
+    if p.worker and p.placement == "strict_spread":
+        homes = sum(all(n.get(k, 0) + 1e-9 >= v for k, v in p.worker.items()) for n in nodes)
+        if homes < p.workers:
+            return (f"placement strict_spread puts each of {p.workers} workers on its own node and {homes} of "
+                    f"{len(nodes)} nodes can hold one ({_fmt(p.worker)}); use placement: spread or fewer workers")
     bundle = _pack(p.bundles, [dict(n) for n in nodes])
     if bundle is None:
         return None
     biggest = {k: max(n.get(k, 0) for n in nodes) for k in bundle}
     if all(biggest[k] + 1e-9 >= v for k, v in bundle.items()):
         total = {k: sum(n.get(k, 0) for n in nodes) for k in p.total()}
+        largest = max(nodes, key=lambda n: tuple(n.get(k, 0) for k in p.total()))
         return (f"one trial needs {_fmt(p.total())} in {len(p.bundles)} bundles and the cluster has "
-                f"{_fmt(total)}; lower workers_per_trial or the per-worker resources")
+                f"{_fmt(total)} (largest node {_fmt({k: largest.get(k, 0) for k in p.total()})}); "
+                "lower workers_per_trial or the per-worker resources")
     return (f"a {'worker' if p.worker else 'trial'} needs {_fmt(bundle)} on one node and the largest node "
             f"has {_fmt(biggest)}; lower the per-worker resources or add larger nodes")
 
@@ -94,10 +104,11 @@ def _fmt(resources: dict) -> str:
 
 
 def ray_nodes() -> list[dict]:
-    """The alive nodes' total CPU/GPU of the connected Ray cluster."""
+    """The alive nodes' total resources (CPU, GPU, custom) of the connected Ray cluster."""
     import ray
 
-    return [{k: n["Resources"].get(k, 0) for k in ("CPU", "GPU")} for n in ray.nodes() if n["Alive"]]
+    return [{k: v for k, v in n["Resources"].items() if not k.startswith(("node:", "memory", "object_store"))}
+            for n in ray.nodes() if n["Alive"]]
 
 
 __all__ = ["ClusterError", "Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]

@@ -41,13 +41,29 @@ def test_ddp_trial_places_a_driver_bundle_and_one_bundle_per_worker():
 def test_impossible_requests_say_why():
     two_gpu_trial = plan(Resources(workers_per_trial=2, gpus_per_worker=1))
     assert unsatisfiable(two_gpu_trial, GPU_BOX) == (
-        "one trial needs 2.25 CPU, 2 GPU in 3 bundles and the cluster has 16 CPU, 1 GPU; "
-        "lower workers_per_trial or the per-worker resources")
+        "one trial needs 2.25 CPU, 2 GPU in 3 bundles and the cluster has 16 CPU, 1 GPU "
+        "(largest node 16 CPU, 1 GPU); lower workers_per_trial or the per-worker resources")
     big_worker = plan(Resources(workers_per_trial=1, gpus_per_worker=8))
     assert unsatisfiable(big_worker, FOUR_GPU_NODES) == (
         "a trial needs 1 CPU, 8 GPU on one node and the largest node has 8 CPU, 1 GPU; "
         "lower the per-worker resources or add larger nodes")
     assert unsatisfiable(plan(Resources(gpus_per_worker=1)), LAPTOP).startswith("a trial needs 1 CPU, 1 GPU")
+
+
+def test_custom_resources_and_strict_spread_are_placed_per_node():
+    head_and_two = [{"CPU": 1}, {"CPU": 1, "worker": 1}, {"CPU": 1, "worker": 1}]
+    on_workers = plan(Resources(cpus_per_worker=0.5, custom={"worker": 0.5}))
+    assert on_workers.trial == {"CPU": 0.5, "worker": 0.5} and tune_resources(on_workers) == {"cpu": 0.5, "worker": 0.5}
+    assert concurrent_trials(on_workers, head_and_two) == 4  # two per worker node, none on the head
+    assert unsatisfiable(on_workers, [{"CPU": 8}]) == (
+        "a trial needs 0.5 CPU, 0.5 worker on one node and the largest node has 8 CPU, 0 worker; "
+        "lower the per-worker resources or add larger nodes")
+    spread = plan(Resources(workers_per_trial=3, cpus_per_worker=0.5, custom={"worker": 0.5}, placement="strict_spread"))
+    assert spread.placement == "strict_spread"
+    assert unsatisfiable(spread, head_and_two).startswith("placement strict_spread puts each of 3 workers on its own "
+                                                          "node and 2 of 3 nodes can hold one")
+    assert unsatisfiable(plan(Resources(workers_per_trial=2, cpus_per_worker=0.5, custom={"worker": 0.5},
+                                        placement="strict_spread")), head_and_two) is None
 
 
 def test_whole_cpu_ddp_workers_cannot_fit_two_cores_but_fractions_run_two_trials():
