@@ -6,6 +6,7 @@ import sys
 import click
 import yaml
 
+from . import console
 from .spec import ExprError, SpecError, load_spec
 from .spec.model import STAGES
 from .sweep.resources import ClusterError
@@ -22,7 +23,7 @@ def load_checked(file, overrides=()):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"raysweep: {message}", err=True)
+    click.echo(f"raysweep: {message}", file=console.err())
     sys.exit(2)
 
 
@@ -258,7 +259,7 @@ def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="raysweep", standalone_mode=False)
     except SpecError as e:
-        click.echo(str(e), err=True)
+        click.echo(str(e), file=console.err())
         sys.exit(2)
     except (ExprError, ConfigError, ClusterError) as e:  # a bad value, or a cluster that cannot be used
         _fail(str(e))
@@ -271,3 +272,12 @@ def main(argv=None) -> None:
         _fail("aborted")
     except KeyboardInterrupt:
         _fail("interrupted")
+    except Exception as e:
+        if not console.routed():
+            raise
+        import traceback
+
+        traceback.print_exc()  # into the log file, beside Ray's
+        click.echo(f"raysweep: {type(e).__name__}: {e}".splitlines()[0], file=console.err())
+        click.echo("raysweep: the traceback is in Ray's log file (runs/logs/)", file=console.err())
+        sys.exit(1)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from . import console
 from .report.table import top_table
 from .spec import Spec
 from .sweep import StageResult, check_resources, run_stage, stage_dir
@@ -39,14 +40,13 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def route_ray_logs(path: str) -> str:
     """Ray's component logs (its C++ output on fd 2, its processes' stderr, the `ray` loggers) go to
-    `path`; sys.stderr keeps the terminal for raysweep's own lines. Call before connect_ray."""
+    `path`; raysweep's own error lines keep the terminal (console.err). Call before connect_ray."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    terminal = os.dup(2)
     sys.stderr.flush()
-    os.dup2(fd, 2)
+    console.keep_terminal(os.dup(2))
+    os.dup2(fd, 2)  # Ray's C++ output, its child processes and its Python printers (via sys.stderr)
     os.close(fd)
-    sys.stderr = os.fdopen(terminal, "w", buffering=1)
     import ray  # noqa: F401 - it installs its logger's handler on import; replaced just below
 
     handler = logging.FileHandler(path)

@@ -16,12 +16,17 @@ _DONE_MARK = "__raysweep_ddp_done__"
 
 def _worker_loop(cfg: dict) -> None:
     """Runs on every Ray Train worker; Ray has already set up the process group (gloo or NCCL)."""
+    import ray
     import ray.train
     import ray.train.torch
+    import torch.distributed as dist
+
+    nodes = [None] * dist.get_world_size()  # where the ranks run, gathered once: reported with every epoch
+    dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
 
     def report(metrics, directory):
         ckpt = ray.train.Checkpoint.from_directory(directory) if directory else None
-        ray.train.report(metrics, checkpoint=ckpt)
+        ray.train.report({**metrics, "ddp_nodes": ",".join(nodes)}, checkpoint=ckpt)
 
     resume, device, origin = cfg.get("resume"), ray.train.torch.get_device(), cfg.get("origin")
     if resume is not None:

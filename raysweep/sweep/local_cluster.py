@@ -35,6 +35,7 @@ class LocalCluster:
     dir: str                     # state: cluster.json, the token, Ray's logs
     temp: str                    # Ray's temp root (short: Unix socket paths are limited to ~107 bytes)
     address: str = ""
+    dashboard: str = ""          # http://127.0.0.1:PORT, for `ray job submit`
     cpus_per_node: float = 1
     nodes: list[dict] = field(default_factory=list)  # {"name", "temp"} for each worker node
 
@@ -71,21 +72,32 @@ class LocalCluster:
         with open(self.token_file, "w") as f:
             f.write(secrets.token_hex(32))
         os.chmod(self.token_file, 0o600)
-        port = free_port()
-        self._ray("--head", f"--port={port}", "--include-dashboard=false",
-                  temp=os.path.join(self.temp, "head"))
-        self.address = f"127.0.0.1:{port}"
+        port, dashboard = free_port(), free_port()
+        self._ray("--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                  f"--dashboard-port={dashboard}", temp=os.path.join(self.temp, "head"))
+        self.address, self.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
         self.save()
 
     def add_node(self, wait: bool = True) -> str:
         name = f"w{len(self.nodes) + 1}"
         temp = os.path.join(self.temp, name)
+        before = len(self.alive_nodes()) if wait else 0
         self._ray(f"--address={self.address}", temp=temp, resources={WORKER_RESOURCE: self.cpus_per_node})
         self.nodes.append({"name": name, "temp": temp})
         self.save()
         if wait:
-            self.wait_for(len(self.alive_nodes()) + 0)
+            self.wait_for(before + 1)
         return name
+
+    def node_of(self, pid: int) -> str | None:
+        """The worker node a process runs on: the one whose raylet is among its ancestors."""
+        import psutil
+
+        raylets = {self.raylet_pid(n["name"]): n["name"] for n in self.nodes}
+        try:
+            return next((raylets[p.pid] for p in psutil.Process(pid).parents() if p.pid in raylets), None)
+        except psutil.NoSuchProcess:
+            return None
 
     def pids(self, temp: str | None = None) -> list[int]:
         """This cluster's processes (or one node's): those whose command line names its temp folder."""
@@ -114,15 +126,24 @@ class LocalCluster:
         return None
 
     def kill_node(self, name: str) -> None:
-        """SIGKILL a worker node's raylet, as a lost machine would go (its workers die with it)."""
+        """SIGKILL a worker node's raylet and every process under it at once, as a lost machine goes."""
+        import psutil
+
         pid = self.raylet_pid(name)
-        if pid:
-            os.kill(pid, signal.SIGKILL)
+        if pid is None:
+            return
+        doomed = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+        for p in doomed:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
 
     def alive_nodes(self) -> list[dict]:
-        """The cluster's alive nodes as the GCS sees them (asked in a subprocess: no driver here)."""
+        """The cluster's alive nodes as the GCS sees them, {"NodeID", "Resources"} (asked in a subprocess:
+        a process holds one Ray connection and the caller may have its own)."""
         code = ("import ray, json; ray.init(address='auto', logging_level='ERROR', log_to_driver=False); "
-                "print(json.dumps([n['Resources'] for n in ray.nodes() if n['Alive']]))")
+                "print(json.dumps([{k: n[k] for k in ('NodeID', 'Resources')} for n in ray.nodes() if n['Alive']]))")
         env = {**os.environ, **self.env()}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
         return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
@@ -180,6 +201,7 @@ def main(argv=None) -> None:
         print("use it from this shell with:")
         print("  " + " ".join(f"export {k}={v};" for k, v in cluster.env().items()))
         print(f"or pass --address {cluster.address} (with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={cluster.token_file})")
+        print(f"jobs: ray job submit --address {cluster.dashboard} ...  (make sweep-cluster-local SPEC=...)")
         return
     if not os.path.exists(state):
         sys.exit(f"no local cluster in {args.dir}")

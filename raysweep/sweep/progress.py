@@ -44,9 +44,21 @@ def error_line(error: BaseException | None) -> str | None:
     return f"{type(cause).__name__}: {cause}".splitlines()[0][:300]
 
 
+def error_line_of(trial) -> str:
+    """The last line of a trial's error file: what killed its attempt."""
+    try:
+        with open(trial.error_file) as f:
+            return (f.read().strip().splitlines() or ["unknown error"])[-1][:500]
+    except (OSError, TypeError):
+        return "no error recorded"
+
+
 class Progress(Callback):
-    def __init__(self, stage: str, metric: str, mode: str, total: int, every_s: float = 15.0, stream=None):
+    def __init__(self, stage: str, metric: str, mode: str, total: int, every_s: float = 15.0, stream=None,
+                 plan=None, max_failures: int = 0):
         self.stage, self.metric, self.mode, self.total, self.every_s = stage, metric, mode, total, every_s
+        self.plan, self.max_failures = plan, max_failures
+        self.pending = 0
         self.stream = stream or sys.stdout
         self.counts: dict = {}
         self.running: set = set()
@@ -74,8 +86,14 @@ class Progress(Callback):
         parts = [f"{k.replace('_', ' ')} {v}" for k, v in sorted(self.counts.items())]
         best = f"best {self.metric} {self.best:.4g} ({self.best_trial})" if self.best is not None else "no result yet"
         elapsed = time.monotonic() - self.started
-        return (f"[{self.stage}] {done}/{self.total} done ({', '.join(parts) or '-'}), {len(self.running)} running; "
-                f"{best}; {int(elapsed // 60):02d}:{int(elapsed % 60):02d}")
+        waiting = ""
+        if self.pending and self.plan is not None:
+            from .resources import free_nodes, waiting_reason
+
+            why = waiting_reason(self.plan, free_nodes())
+            waiting = f", {self.pending} pending" + (f" ({why})" if why else "")
+        return (f"[{self.stage}] {done}/{self.total} done ({', '.join(parts) or '-'}), {len(self.running)} running"
+                f"{waiting}; {best}; {int(elapsed // 60):02d}:{int(elapsed % 60):02d}")
 
     def _print(self):
         print(self.line(), file=self.stream, flush=True)
@@ -83,6 +101,18 @@ class Progress(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+
+    def on_step_end(self, iteration, trials, **info):
+        self.pending = sum(t.status == "PENDING" for t in trials)
+        if self.pending and time.monotonic() - self.last_print > self.every_s:
+            self._print()  # nothing may report while trials wait for a node: say so, and why
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.running.discard(trial.trial_id)
+        ckpt = trial.latest_checkpoint_result
+        epoch = int(ckpt.metrics.get("epoch", ckpt.metrics.get("training_iteration", 0))) if ckpt else 0
+        print(f"[{self.stage}] trial {trial.trial_id} lost its worker ({error_line_of(trial)}); retrying: attempt "
+              f"{trial.num_failures + 1} of {self.max_failures + 1}, from epoch {epoch}", file=self.stream, flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self._better(result.get(self.metric)):

@@ -99,6 +99,24 @@ def concurrent_trials(p: Plan, nodes: list[dict], limit: int = 100_000) -> int:
     return count
 
 
+def waiting_reason(p: Plan, free: list[dict]) -> str:
+    """Why one more trial cannot start now, from each node's free resources; "" if it fits."""
+    if not free or _pack(p.bundles, [dict(n) for n in free]) is None:
+        return ""
+    largest = max(free, key=lambda n: tuple(n.get(k, 0) for k in sorted(p.total(), key=lambda k: k != "GPU")))
+    return f"needs {_fmt(p.total())}; largest free node has {_fmt({k: largest.get(k, 0) for k in p.total()})}"
+
+
+def free_nodes() -> list[dict]:
+    """Each alive node's free resources now (Ray's own view; empty if it cannot say)."""
+    try:
+        from ray._private.state import available_resources_per_node
+
+        return list(available_resources_per_node().values())
+    except Exception:  # noqa: BLE001 - a progress line must never fail a sweep
+        return []
+
+
 def _fmt(resources: dict) -> str:
     return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items())) or "nothing"
 
@@ -111,4 +129,4 @@ def ray_nodes() -> list[dict]:
             for n in ray.nodes() if n["Alive"]]
 
 
-__all__ = ["ClusterError", "Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]
+__all__ = ["ClusterError", "waiting_reason", "free_nodes", "Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]

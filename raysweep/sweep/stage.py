@@ -28,6 +28,8 @@ class TrialRecord:
     metrics: dict = field(default_factory=dict)  # its last report
     checkpoint: str | None = None
     error: str | None = None
+    attempts: int = 1       # more after a lost node or worker: Tune retried it from its last checkpoint
+    resumed_at: list = field(default_factory=list)  # epochs of its own checkpoints it resumed from
 
 
 @dataclass
@@ -58,6 +60,9 @@ class StageResult:
         return {"stage": self.stage, "metric": self.metric, "mode": self.mode,
                 "best": asdict(self.best) if self.best else None,
                 "trials": [asdict(t) for t in self.ranked()] + [asdict(t) for t in self.trials if t not in self.ranked()]}
+
+
+MAX_FAILURES = 2  # retries of a trial whose worker or node was lost, each from its last checkpoint
 
 
 def check_resources(spec: Spec) -> None:
@@ -94,7 +99,8 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     name = os.path.basename(path)
     searcher = build_searcher(spec, space, num_samples, points, evaluated)
     total = trial_count(searcher, num_samples, points)
-    progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total)]
+    progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total, plan=plan(spec.resources),
+                                          max_failures=MAX_FAILURES)]
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
@@ -123,7 +129,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 callbacks=[*progress, *rules, *callbacks],
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
-                failure_config=tune.FailureConfig(max_failures=1)))
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
     grid = tuner.fit()
     # Who a result belongs to and the config it ran with come from Tune's Trial: a trial that cloned
     # a PBT donor carries the donor's last result (trial_id and config included) until it reports.
@@ -167,5 +173,7 @@ def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialReco
         epochs=int(last.get("training_iteration", 0)),
         metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k not in ("config", "trial_id")},
         checkpoint=result.checkpoint.path if result.checkpoint else None,
-        error=error_line(result.error))
+        error=error_line(result.error), attempts=trial.num_failures + 1,
+        resumed_at=[r["resumed_epoch"] for r in result_log(result.path)
+                    if r.get("resumed_epoch") is not None and not r.get("resumed_from")])
 

@@ -15,7 +15,7 @@ import os
 from ray.tune import Callback
 
 from ..spec import Space, Spec
-from ..sweep.progress import decision, result_log
+from ..sweep.progress import decision, error_line_of, result_log
 from ..sweep.trainable import suggestion, trial_config
 from .writer import BatchWriter
 
@@ -159,6 +159,10 @@ class MlflowTracker(Callback):
         self.live["writer"].metrics(run_id, numeric_metrics(result), step, result.get("timestamp", 0) * 1000 or None)
         if result.get("resumed_from"):
             self.live["writer"].tags(run_id, {TAG + "resumed_from": result["resumed_from"]})
+        elif result.get("resumed_epoch") is not None:  # its own checkpoint: a retry after a lost node, or a restore
+            self.live["writer"].tags(run_id, {TAG + "resumed_epoch": str(result["resumed_epoch"])})
+        if trial.num_failures:
+            self.live["writer"].tags(run_id, {TAG + "attempt": str(trial.num_failures + 1)})
 
     def _end(self, trial, errored: bool):
         run_id, client = self._run_for(trial), self.live["client"]
@@ -173,8 +177,7 @@ class MlflowTracker(Callback):
         if last.get("diverged_reason"):
             tags[TAG + "diverged_reason"] = last["diverged_reason"]
         if errored and trial.error_file and os.path.exists(trial.error_file):
-            with open(trial.error_file) as f:
-                tags[TAG + "error"] = (f.read().strip().splitlines() or [""])[-1][:500]
+            tags[TAG + "error"] = error_line_of(trial)
         self.live["writer"].tags(run_id, tags)
         self.live["writer"].flush(timeout_s=10)  # a finished trial reaches MLflow before we go on
         try:

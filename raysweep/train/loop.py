@@ -163,6 +163,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         _apply_settings(optimizer, schedule, s, TrainSettings.model_validate(saved["config"]))
         if origin is not None and saved.get("origin") not in (None, origin):
             resumed_from = saved["origin"]
+    resumed_epoch = state["epoch"] if resume_from else None  # reported once: a retry or restore shows where it began
     ddp = distributed()  # a process group, even of one rank (the GPU check runs NCCL that way)
     net = DistributedDataParallel(model) if ddp else model
     step = Step(net, model, task, optimizer, scaler, precision, s, device, state["first_loss"])
@@ -220,6 +221,8 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         metrics["status"] = status
         if resumed_from:
             metrics["resumed_from"], resumed_from = resumed_from, None
+        if resumed_epoch is not None:
+            metrics["resumed_epoch"], resumed_epoch = resumed_epoch, None
         if status != "running":
             if run.evaluate_test:
                 test = evaluate(model, task, splits.test, device, precision, rank, world)
