@@ -61,8 +61,14 @@ class LocalCluster:
         cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", *args, "--node-ip-address=127.0.0.1",
                f"--temp-dir={temp}", f"--num-cpus={self.cpus_per_node:g}", "--num-gpus=0",
                "--object-store-memory=100000000", "--disable-usage-stats",
+               # nodes on one machine must not share the agents' default ports (the head's job agent lost
+               # that race: "No available agent to submit job")
+               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+               f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
                f"--resources={json.dumps(resources or {})}"]
-        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0"}
+        # jobs' entrypoints run with the nodes' environment: this Python's bin first, so `python` is this one
+        path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0", "PATH": path}
         env.pop("RAY_ADDRESS")
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         if out.returncode:
@@ -162,7 +168,7 @@ class LocalCluster:
                     os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 3
             while self.pids() and time.monotonic() < deadline:
                 time.sleep(0.2)
         shutil.rmtree(self.temp, ignore_errors=True)

@@ -17,10 +17,10 @@ def cluster(tmp_path_factory):
     c.down()
 
 
-def cli_on(cluster, *args, timeout=300, wait=True):
+def cli_on(cluster, *args, timeout=300, wait=True, env=None):
     """`raysweep ARGS` as a client of the cluster (its address and token in the environment)."""
     cmd = [sys.executable, "-m", "raysweep", *map(str, args)]
-    env = {**os.environ, **cluster.env()}
+    env = {**os.environ, **cluster.env(), **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

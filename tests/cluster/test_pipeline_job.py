@@ -1,5 +1,6 @@
-"""`raysweep run` end to end on digits, as a user runs it: killed during the fine stage, run again,
-and everything the pipeline promises read back from disk and from MLflow."""
+"""`raysweep run` end to end on digits as a user runs it on a cluster: submitted with `ray job submit` to
+the local multi-node cluster, its driver SIGKILLed during the fine stage, submitted again, and everything
+the pipeline promises read back from disk and from MLflow."""
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from scipy import stats
 
 from raysweep.cli import load_checked, trial_config
 from raysweep.spec import load_spec
+from tests.cluster.conftest import cli_on
 from tests.conftest import ROOT, run_cli
 
 SPEC = "search_spaces/digits_mlp.yaml"
@@ -31,34 +33,63 @@ NAME = "digits_mlp"
 
 def trial_logs(stage_dir):
     """trial id -> its Tune result log (one line per reported epoch)."""
+    if not stage_dir.is_dir():
+        return {}
     return {d.name: (d / "result.json").read_text() for d in stage_dir.iterdir()
             if d.is_dir() and (d / "result.json").exists()}
 
 
+def submit(cluster, *args, wait=True):
+    """`ray job submit` of `raysweep ARGS` to the cluster, with this checkout as the job's working dir."""
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit", "--address", cluster.dashboard,
+           "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
+           "--", "python", "-m", "raysweep", *map(str, args)]
+    env = {**os.environ, **cluster.env()}
+    if wait:
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished_in_snapshot(stage_dir) -> set:
+    """Trial ids that Tune's latest experiment snapshot of a stage holds as finished."""
+    snapshots = sorted(stage_dir.glob("experiment_state-*.json"))
+    try:
+        data = json.loads(snapshots[-1].read_text()) if snapshots else {"trial_data": []}
+    except (json.JSONDecodeError, OSError):  # being written
+        return set()
+    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in data["trial_data"]]
+    return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
+
+
+EXCLUDES = [".venv", "runs", ".git", "tests", "bench", ".pytest_cache"]
+
+
+def drivers(runs) -> list:
+    """The job's driver: the `raysweep run` process writing to `runs`."""
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if "raysweep" in (cmd := p.info["cmdline"] or []) and str(runs) in cmd and "submit" not in cmd]
+
+
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
+def pipeline(cluster, tmp_path_factory):
     runs = tmp_path_factory.mktemp("pipeline")
-    args = [sys.executable, "-m", "raysweep", "run", SPEC, *TINY, "--runs-dir", str(runs)]
-    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
-    first = []
-    for line in driver.stdout:  # kill the driver (and its Ray) once the fine stage has finished a trial
-        first.append(line)
-        if line.startswith("[fine] 1/"):
-            break
-    assert driver.poll() is None, "".join(first)
-    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
-    fine_done = {r.data.tags["raysweep.trial_id"] for r in client.search_runs(
-        [client.get_experiment_by_name(NAME).experiment_id], "tags.`raysweep.decision` != 'running'")
-        if r.data.tags.get("mlflow.runName", "").startswith("fine-")}
-    time.sleep(2)  # Tune snapshots its state every second: these trials are in it as finished
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
+    job = submit(cluster, "run", SPEC, *TINY, "--runs-dir", runs, wait=False)
+    deadline = time.monotonic() + 600
+    while not (fine_done := finished_in_snapshot(runs / "ray" / f"{NAME}-fine")):
+        # kill the job's driver once Tune's own snapshot holds a finished fine trial: a resume must not
+        # run it again (the job's log reaches `ray job submit` seconds late; the stage lasts seconds)
+        assert job.poll() is None and time.monotonic() < deadline, job.stdout.read()
+        time.sleep(0.05)
+    [driver] = drivers(runs)
+    driver.kill()
+    first, _ = job.communicate(timeout=120)  # the job fails with its driver
     state = json.loads((runs / "pipelines" / NAME / "state.json").read_text())
     coarse_logs = trial_logs(runs / "ray" / f"{NAME}-coarse")
     fine_logs = trial_logs(runs / "ray" / f"{NAME}-fine")
-    second = run_cli("run", SPEC, *TINY, "--runs-dir", runs, timeout=900)
-    return dict(runs=runs, first="".join(first), second=second, state_at_kill=state, coarse_logs=coarse_logs,
+    second = submit(cluster, "run", SPEC, *TINY, "--runs-dir", runs)
+    return dict(runs=runs, first=first, second=second, state_at_kill=state, coarse_logs=coarse_logs,
                 fine_logs=fine_logs, fine_done=fine_done)
 
 
@@ -164,9 +195,9 @@ def test_mlflow_holds_one_pipeline_run_over_every_stage_and_each_trial_once(pipe
     assert len(client.get_metric_history(stages["lr_range_test"].info.run_id, "smoothed_loss_sgd")) == 30
 
 
-def test_a_changed_spec_is_refused_until_fresh(pipeline, tmp_path):
+def test_a_changed_spec_is_refused_until_fresh(pipeline, cluster):
     runs = pipeline["runs"]
-    changed = run_cli("run", SPEC, *TINY, "--set", "stages.seeds.num_seeds=4", "--runs-dir", runs, "--until",
+    changed = cli_on(cluster, "run", SPEC, *TINY, "--set", "stages.seeds.num_seeds=4", "--runs-dir", runs, "--until",
                       "lr_range_test", timeout=300)
     assert changed.returncode == 2
     assert changed.stderr.strip().splitlines()[-1] == (
@@ -174,8 +205,8 @@ def test_a_changed_spec_is_refused_until_fresh(pipeline, tmp_path):
         "add --fresh to start over, or use another --runs-dir")
 
 
-def test_until_stops_after_the_named_stage(tmp_path):
-    result = run_cli("run", SPEC, *TINY, "--runs-dir", tmp_path, "--until", "lr_range_test", timeout=300)
+def test_until_stops_after_the_named_stage(cluster, tmp_path):
+    result = cli_on(cluster, "run", SPEC, *TINY, "--runs-dir", tmp_path, "--until", "lr_range_test", timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     state = json.loads((tmp_path / "pipelines" / NAME / "state.json").read_text())
     assert list(state["done"]) == ["lr_range_test"]

@@ -1,0 +1,33 @@
+"""Reaching a cluster: one line and exit 2 when there is nothing there or it refuses our token."""
+import time
+
+from tests.cluster.conftest import cli_on
+from tests.conftest import ROOT, run_cli
+
+SPEC = ROOT / "search_spaces/digits_mlp.yaml"
+
+
+def test_an_address_of_nothing_fails_in_one_line_within_seconds(tmp_path):
+    started = time.monotonic()
+    out = run_cli("sweep", SPEC, "--address", "127.0.0.1:1", "--runs-dir", tmp_path, timeout=60)
+    print(f"figure: --address of nothing answered in {time.monotonic() - started:.1f} s")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "raysweep: nothing answers at 127.0.0.1:1 (Connection refused); start the cluster (`make cluster-local`, "
+        "`make cluster-up`) or fix --address / RAY_ADDRESS"]
+    assert time.monotonic() - started < 30
+
+
+def test_a_cluster_that_refuses_the_token_says_so(cluster, tmp_path):
+    wrong = tmp_path / "token"
+    wrong.write_text("0" * 64)
+    started = time.monotonic()
+    out = cli_on(cluster, "sweep", SPEC, "--address", cluster.address, "--runs-dir", tmp_path, timeout=120,
+                 env={"RAY_AUTH_TOKEN_PATH": str(wrong)})
+    print(f"figure: a refused token answered in {time.monotonic() - started:.1f} s")
+    assert out.returncode == 2, out.stdout + out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"raysweep: the Ray cluster at {cluster.address} refused this client's token "
+                           "(RAY_AUTH_MODE=token); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH")
+    assert "InvalidAuthToken" not in out.stdout + out.stderr  # Ray's retries stay in its log file
+    assert time.monotonic() - started < 60
