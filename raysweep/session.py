@@ -6,14 +6,17 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import yaml
 
 from . import console
 from .report.table import top_table
-from .spec import Spec
+from .spec import Spec, SpecError
 from .sweep import StageResult, check_resources, run_stage, stage_dir
+from .sweep import storage
+from .sweep.storage import STORAGE_VAR
 from .sweep.resources import ClusterError
 from .tracking import MlflowTracker
 from .tracking import tracking_uri as default_tracking_uri
@@ -85,7 +88,9 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
     token_help = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file "
                   "(~/.ray/auth_token on its head; `make cluster-local` prints it)")
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        env = storage.worker_env()  # a trial on any node reaches the same storage as the driver
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                 runtime_env={"env_vars": env} if env else None)
     except ray.exceptions.AuthenticationError as e:
         raise ClusterError(f"the Ray cluster at {address} needs a token: {str(e).splitlines()[0]}; {token_help}") from None
     except ConnectionError as e:
@@ -119,21 +124,33 @@ class Session:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         import mlflow  # noqa: F401 - it configures its logger on import; connect_ray quiets it after
         runs_dir = os.path.abspath(runs_dir)
-        os.makedirs(runs_dir, exist_ok=True)
+        storage_path = spec.storage_path or os.environ.get(STORAGE_VAR)
+        storage_path = storage.resolve(storage_path) if storage_path else None
+        for where, field in ((runs_dir, None), (storage_path, "storage_path")):
+            why = where and storage.check_writable(where)
+            if why:
+                raise SpecError(f"cannot write results to {where} ({why})", getattr(spec, "_file", None),
+                                path=field, fix="check the bucket or folder exists and the credentials (AWS_* for "
+                                "s3://), or choose another" + (" storage_path" if field else " --runs-dir"))
         connect_ray(address, log_file)
         check_resources(spec)
         return cls(runs_dir, tracking_uri or default_tracking_uri(spec, runs_dir),
                    experiment or spec.tracking.experiment or spec.name, spec_params=(*spec.parameters, *spec.derived),
-                   storage_path=os.path.abspath(spec.storage_path) if spec.storage_path else None, log_file=log_file)
+                   storage_path=storage_path, log_file=log_file)
 
     @property
     def storage(self) -> str:
         """Tune's results: the spec's storage_path (shared storage on a cluster), else runs/ray."""
         return self.storage_path or os.path.join(self.runs_dir, "ray")
 
+    @property
+    def artifact_root(self) -> str:
+        """MLflow's artifacts beside the results: in shared storage when there is one."""
+        return storage.join(self.storage_path or self.runs_dir, "mlartifacts")
+
     def tracker(self, spec: Spec, stage: str) -> MlflowTracker:
         return MlflowTracker(self.uri, self.experiment, stage, spec, stage_key=stage_dir(self.storage, spec.name, stage),
-                             parent_run_id=self.parent_run_id, artifact_root=os.path.join(self.runs_dir, "mlartifacts"))
+                             parent_run_id=self.parent_run_id, artifact_root=self.artifact_root)
 
     def stage(self, spec: Spec, stage: str, **kw) -> StageResult:
         tracker = self.tracker(spec, stage)
@@ -152,7 +169,7 @@ class Session:
         client = MlflowClient(self.uri)
         run_id, experiment_id = self._stage_run(client, tracker.stage, tracker.stage_key)
         best = result.best
-        client.log_artifact(run_id, os.path.join(result.path, "results.json"))
+        client.log_text(run_id, storage.read_text(storage.join(result.path, "results.json")) or "", "results.json")
         if best is not None:
             client.log_metric(run_id, f"best_{result.metric}", best.value)
             client.set_tag(run_id, "raysweep.best_trial", best.trial_id)
@@ -160,8 +177,10 @@ class Session:
         for top in result.ranked()[:top_k]:
             found = client.search_runs([experiment_id], f"tags.`raysweep.trial_id` = '{top.trial_id}' and "
                                                         f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)
-            if top.checkpoint and found and os.path.isdir(top.checkpoint):
-                client.log_artifacts(found[0].info.run_id, top.checkpoint, "checkpoint")
+            if top.checkpoint and found and storage.exists(top.checkpoint):
+                with tempfile.TemporaryDirectory() as local:  # MLflow logs from local disk
+                    storage.copy_tree(top.checkpoint, local)
+                    client.log_artifacts(found[0].info.run_id, local, "checkpoint")
         counts: dict = {}
         for t in result.trials:
             counts[t.status] = counts.get(t.status, 0) + 1
@@ -183,7 +202,8 @@ class Session:
             return result
 
         pipe = Pipeline(spec, os.path.join(self.runs_dir, "pipelines", spec.name), self.storage, run_stage=staged,
-                        on_stage=lambda stage, info: self._pipeline_stage(pipe, spec, stage, info))
+                        on_stage=lambda stage, info: self._pipeline_stage(pipe, spec, stage, info),
+                        mirror=storage.join(self.storage_path, "pipelines", spec.name) if self.storage_path else None)
         if fresh:
             pipe.clear()
         state = pipe.open()
@@ -200,7 +220,7 @@ class Session:
     def _pipeline_run(self, client, spec: Spec, pipeline_id: str) -> str:
         from .tracking import find_or_create_run, get_experiment
 
-        experiment_id = get_experiment(client, self.experiment, os.path.join(self.runs_dir, "mlartifacts"))
+        experiment_id = get_experiment(client, self.experiment, self.artifact_root)
         run_id, existed = find_or_create_run(client, experiment_id, {"raysweep.pipeline": pipeline_id},
                                              f"pipeline-{spec.name}")
         if existed:
@@ -271,7 +291,7 @@ class Session:
         print(top_table(result, k, list(self.spec_params)))
         if result.best:
             print(f"best config: {json.dumps(result.best.config, default=str)}")
-        print(f"results: {os.path.join(result.path, 'results.json')}")
+        print(f"results: {storage.join(result.path, 'results.json')}")
         if footer:
             self.where()
 

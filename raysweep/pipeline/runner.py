@@ -20,7 +20,7 @@ import yaml
 
 from ..spec import Space, Spec, SpecError
 from ..spec.model import STAGES
-from ..sweep import StageResult, TrialRecord, stage_dir
+from ..sweep import StageResult, TrialRecord, stage_dir, storage
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
 from .seeds import summarize, warning
@@ -32,10 +32,7 @@ class PipelineError(RuntimeError):
 
 
 def _write_json(path: str, data) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)  # a kill leaves the old file or the new one, never half of one
+    storage.write_text(path, json.dumps(data, indent=1, default=str))  # a kill leaves the old file or the new
 
 
 def spec_digest(spec: Spec) -> str:
@@ -64,6 +61,7 @@ class Pipeline:
     on_stage: Callable[[str, dict], None] = lambda stage, info: None
     log: Callable[[str], None] = print
     state: dict = field(default_factory=dict)
+    mirror: str | None = None             # shared storage that holds a copy of state_dir (a driver elsewhere resumes)
 
     # -- state on disk ------------------------------------------------------------------------------
     @property
@@ -76,12 +74,14 @@ class Pipeline:
     def clear(self) -> None:
         """Forget an earlier run of this pipeline: its outputs and its stages' Tune folders."""
         shutil.rmtree(self.state_dir, ignore_errors=True)
-        for stage in STAGES:
-            shutil.rmtree(stage_dir(self.storage, self.spec.name, stage), ignore_errors=True)
+        for folder in [self.mirror] * bool(self.mirror) + [stage_dir(self.storage, self.spec.name, s) for s in STAGES]:
+            storage.remove_tree(folder)
 
     def open(self) -> dict:
         """Load the state of an earlier run of the same spec, or start a new one."""
         digest = spec_digest(self.spec)
+        if self.mirror and not os.path.exists(self.state_file) and storage.exists(storage.join(self.mirror, "state.json")):
+            storage.copy_tree(self.mirror, self.state_dir)  # started by a driver on another machine
         if os.path.exists(self.state_file):
             with open(self.state_file) as f:
                 self.state = json.load(f)
@@ -98,9 +98,14 @@ class Pipeline:
         return self.state
 
     def _done(self, stage: str, info: dict) -> None:
-        self.on_stage(stage, info)
         self.state["done"][stage] = info
-        _write_json(self.state_file, self.state)
+        _write_json(self.state_file, self.state)  # done, whatever the hook below makes of it
+        if self.mirror:
+            storage.copy_tree(self.state_dir, self.mirror)
+        try:
+            self.on_stage(stage, info)
+        except Exception as e:  # noqa: BLE001 - a summary that cannot be written never fails a finished stage
+            self.log(f"[{stage}] its summary could not be recorded ({type(e).__name__}: {e}); the stage is done")
 
     # -- the stages ---------------------------------------------------------------------------------
     def run(self, until: str = "final") -> dict:

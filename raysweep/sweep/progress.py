@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import posixpath
 import sys
 import time
 
@@ -20,15 +20,17 @@ def decision(last: dict | None, errored: bool = False) -> str:
     return "stopped" if status == "running" else status
 
 
-def result_log(folder: str | None) -> list[dict]:
-    """A trial's own per-epoch log (result.json in its folder), as Tune wrote it; [] if none."""
+def result_log(folder: str | None, filesystem=None) -> list[dict]:
+    """A trial's own per-epoch log (result.json in its folder, on `filesystem` for shared storage), as
+    Tune wrote it; [] if none."""
+    from .storage import read_text
+
     try:
-        with open(os.path.join(folder, "result.json")) as f:
-            lines = f.read().splitlines()
-    except (OSError, TypeError):
+        text = read_text(posixpath.join(folder, "result.json"), filesystem) if folder else None
+    except OSError:
         return []
     out = []
-    for line in lines:
+    for line in (text or "").splitlines():
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from ..spec import Space, Spec, SpecError
 from ..spec.settings import TrainSettings
 from ..train import Run
+from . import storage
 from .progress import Progress, decision, error_line, result_log
 from .resources import plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
@@ -52,8 +53,7 @@ class StageResult:
     @classmethod
     def load(cls, path: str) -> "StageResult":
         """A finished stage's results, as run_stage wrote them."""
-        with open(os.path.join(path, "results.json")) as f:
-            data = json.load(f)
+        data = json.loads(storage.read_text(storage.join(path, "results.json")))
         return cls(data["stage"], path, data["metric"], data["mode"], [TrialRecord(**t) for t in data["trials"]])
 
     def to_json(self) -> dict:
@@ -75,7 +75,7 @@ def check_resources(spec: Spec) -> None:
 
 def stage_dir(storage_path: str, spec_name: str, stage: str) -> str:
     """Where Tune keeps a stage's experiment (and run_stage its results.json)."""
-    return os.path.join(storage_path, f"{spec_name}-{stage}")
+    return storage.join(storage_path, f"{spec_name}-{stage}")
 
 
 def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None = None, num_samples: int | None = None,
@@ -138,8 +138,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                for r, trial in zip(grid, grid._experiment_analysis.trials)
                if "training_iteration" in (last := _last_result(r)) or r.error]
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
-    with open(os.path.join(path, "results.json"), "w") as f:
-        json.dump(result.to_json(), f, indent=1, default=str)
+    storage.write_text(storage.join(path, "results.json"), json.dumps(result.to_json(), indent=1, default=str))
     return result
 
 
@@ -158,7 +157,7 @@ def _last_result(result) -> dict:
     PBT has just restored)."""
     if "training_iteration" in (result.metrics or {}):
         return result.metrics
-    return (result_log(result.path) or [{}])[-1]
+    return (result_log(result.path, result.filesystem) or [{}])[-1]
 
 
 def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialRecord:
@@ -172,8 +171,8 @@ def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialReco
         value=None if status == "diverged" or value is None else float(value),
         epochs=int(last.get("training_iteration", 0)),
         metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k not in ("config", "trial_id")},
-        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        checkpoint=storage.uri_of(result.checkpoint.path, result.checkpoint.filesystem) if result.checkpoint else None,
         error=error_line(result.error), attempts=trial.num_failures + 1,
-        resumed_at=[r["resumed_epoch"] for r in result_log(result.path)
+        resumed_at=[r["resumed_epoch"] for r in result_log(result.path, result.filesystem)
                     if r.get("resumed_epoch") is not None and not r.get("resumed_from")])
 

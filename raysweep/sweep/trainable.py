@@ -1,12 +1,11 @@
 """The function a Tune trial runs: the trainer in-process (1 worker) or as a DDP job (more)."""
 from __future__ import annotations
 
-import os
-import shutil
 
 from ..spec import Space, Spec
 from ..train import Run, train
 from ..train.device import local_device
+from . import storage
 from .resources import plan
 
 
@@ -57,11 +56,11 @@ def run_trial(config: dict, payload: dict) -> None:
     if p.workers > 1:
         from .ddp import run_ddp
 
-        inner = os.path.join(payload["storage"], "ddp")
+        inner = storage.join(payload["storage"], "ddp")
         try:
             run_ddp(full, run, p, lambda m, path: report(m, path), inner, trial_id, resume=restored, origin=trial_id)
         finally:  # Tune keeps its own copy of every checkpoint: drop Train's
-            shutil.rmtree(os.path.join(inner, trial_id), ignore_errors=True)
+            storage.remove_tree(storage.join(inner, trial_id))
     elif restored is not None:
         with restored.as_directory() as directory:
             train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)

@@ -243,4 +243,4 @@ class MlflowTracker(Callback):
 def _result_log(trial) -> list[dict]:
     """Tune's own per-trial log, in the trial's storage folder (local_path is only Ray's driver
     staging copy, read when the other is missing)."""
-    return result_log(trial.path) or result_log(trial.local_path)
+    return result_log(trial.path, trial.storage.storage_filesystem) or result_log(trial.local_path)
