@@ -100,12 +100,12 @@ class Pipeline:
     def _done(self, stage: str, info: dict) -> None:
         self.state["done"][stage] = info
         _write_json(self.state_file, self.state)  # done, whatever the hook below makes of it
-        if self.mirror:
-            storage.copy_tree(self.state_dir, self.mirror)
         try:
             self.on_stage(stage, info)
         except Exception as e:  # noqa: BLE001 - a summary that cannot be written never fails a finished stage
             self.log(f"[{stage}] its summary could not be recorded ({type(e).__name__}: {e}); the stage is done")
+        if self.mirror:  # with what the hook drew (the LR test's plot)
+            storage.copy_tree(self.state_dir, self.mirror)
 
     # -- the stages ---------------------------------------------------------------------------------
     def run(self, until: str = "final") -> dict:

@@ -125,6 +125,9 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 time_budget_s=time_budget_s or spec.stopping.time_budget_s),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage_path, verbose=0,
+                # the experiment's state reaches shared storage within seconds (Tune's default: 5 minutes),
+                # so a driver killed there loses no finished trial
+                sync_config=tune.SyncConfig(sync_period=5) if storage.is_uri(storage_path) else None,
                 stop=CombinedStopper(*stoppers) if stoppers else None,
                 callbacks=[*progress, *rules, *callbacks],
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
