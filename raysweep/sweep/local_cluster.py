@@ -4,7 +4,8 @@ the head. All its processes live under one temp folder, so `down` stops this clu
 no other Ray on the machine (`ray stop` would stop every one).
 
   python -m raysweep.sweep.local_cluster up --workers 2 [--dir runs/cluster]
-  python -m raysweep.sweep.local_cluster add | kill-node N | down
+  python -m raysweep.sweep.local_cluster add | kill-node w1 | env | down
+  python -m raysweep.sweep.local_cluster submit run search_spaces/digits_mlp.yaml   (a `ray job submit`)
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+
+import yaml
 
 WORKER_RESOURCE = "worker"
 
@@ -56,7 +59,7 @@ class LocalCluster:
         with open(os.path.join(directory, "cluster.json")) as f:
             return cls(**json.load(f))
 
-    def _ray(self, *args: str, temp: str, resources: dict | None = None) -> None:
+    def _ray(self, *args: str, temp: str, resources: dict | None = None, env: dict | None = None) -> None:
         os.makedirs(temp, exist_ok=True)
         cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", *args, "--node-ip-address=127.0.0.1",
                f"--temp-dir={temp}", f"--num-cpus={self.cpus_per_node:g}", "--num-gpus=0",
@@ -68,19 +71,29 @@ class LocalCluster:
                f"--resources={json.dumps(resources or {})}"]
         # jobs' entrypoints run with the nodes' environment: this Python's bin first, so `python` is this one
         path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0", "PATH": path}
+        env = {**os.environ, **self.env(), "RAY_USAGE_STATS_ENABLED": "0", "PATH": path, **(env or {})}
         env.pop("RAY_ADDRESS")
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         if out.returncode:
             raise RuntimeError(f"ray start failed: {(out.stderr or out.stdout).strip()[-2000:]}")
 
-    def start_head(self) -> None:
+    def start_head(self, autoscaling_config: str | None = None) -> None:
+        """The head; with `autoscaling_config` (Ray's fake multi-node provider) its autoscaler starts the workers."""
         with open(self.token_file, "w") as f:
             f.write(secrets.token_hex(32))
         os.chmod(self.token_file, 0o600)
         port, dashboard = free_port(), free_port()
+        extra, env = [], {}
+        if autoscaling_config:
+            with open(autoscaling_config) as f:
+                config = yaml.safe_load(f)
+            config["provider"]["gcs_address"] = f"127.0.0.1:{port}"
+            autoscaling_config = os.path.join(self.dir, "autoscaling.yaml")
+            with open(autoscaling_config, "w") as f:
+                yaml.safe_dump(config, f)
+            extra, env = [f"--autoscaling-config={autoscaling_config}"], {"RAY_FAKE_CLUSTER": "1"}
         self._ray("--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                  f"--dashboard-port={dashboard}", temp=os.path.join(self.temp, "head"))
+                  f"--dashboard-port={dashboard}", *extra, temp=os.path.join(self.temp, "head"), env=env)
         self.address, self.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
         self.save()
 
@@ -106,18 +119,20 @@ class LocalCluster:
             return None
 
     def pids(self, temp: str | None = None) -> list[int]:
-        """This cluster's processes (or one node's): those whose command line names its temp folder."""
+        """This cluster's processes (or one node's): those whose command line names its temp folder, and
+        theirs (nodes an autoscaler started run under its process, in Ray's default temp folder)."""
         import psutil
 
         root = temp or self.temp
-        out = []
+        out = set()
         for p in psutil.process_iter(["pid", "cmdline"]):
             try:
                 if any(root in part for part in p.info["cmdline"] or ()):
-                    out.append(p.info["pid"])
+                    out.add(p.info["pid"])
+                    out.update(c.pid for c in p.children(recursive=True))
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-        return out
+        return sorted(out)
 
     def raylet_pid(self, name: str) -> int | None:
         import psutil
@@ -174,16 +189,35 @@ class LocalCluster:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
-def up(directory: str, workers: int, cpus_per_node: float = 1) -> LocalCluster:
+# what a job's working directory leaves behind: environments, outputs, history
+JOB_EXCLUDES = [".venv", "runs", ".git", "tests", "bench", ".pytest_cache", "mlruns"]
+
+
+def submit_command(dashboard: str, raysweep_args: list[str]) -> list[str]:
+    """`ray job submit` of a raysweep command, this checkout as the job's working directory."""
+    return [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit", "--address", dashboard,
+            "--working-dir", ".", "--runtime-env-json", json.dumps({"excludes": JOB_EXCLUDES}),
+            "--", "python", "-m", "raysweep", *raysweep_args]
+
+
+FAKE_CONFIG = os.path.join(os.path.dirname(__file__), "clusters", "fake_multinode.yaml")
+
+
+def up(directory: str, workers: int, cpus_per_node: float = 1, fake: bool = False) -> LocalCluster:
+    """Start a head and `workers` worker nodes; with `fake`, the head's autoscaler (Ray's fake multi-node
+    provider, FAKE_CONFIG) launches the workers it is configured for instead."""
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     temp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")
     cluster = LocalCluster(directory, temp, cpus_per_node=cpus_per_node)
     try:
-        cluster.start_head()
-        for _ in range(workers):
+        cluster.start_head(FAKE_CONFIG if fake else None)
+        if fake:
+            with open(FAKE_CONFIG) as f:
+                workers = sum(t.get("min_workers", 0) for t in yaml.safe_load(f)["available_node_types"].values())
+        for _ in range(0 if fake else workers):
             cluster.add_node(wait=False)
-        cluster.wait_for(workers + 1)
+        cluster.wait_for(workers + 1, timeout=120 if fake else 60)
     except BaseException:
         cluster.down()
         raise
@@ -192,18 +226,21 @@ def up(directory: str, workers: int, cpus_per_node: float = 1) -> LocalCluster:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m raysweep.sweep.local_cluster")
-    parser.add_argument("action", choices=["up", "down", "add", "kill-node", "env"])
-    parser.add_argument("node", nargs="?", help="kill-node: the worker node's name (w1, w2, ...)")
+    parser.add_argument("action", choices=["up", "down", "add", "kill-node", "env", "submit"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cpus", type=float, default=1, help="logical CPUs per node")
     parser.add_argument("--dir", default="runs/cluster")
-    args = parser.parse_args(argv)
+    parser.add_argument("--fake", action="store_true", help="up: the autoscaler starts the workers (fake provider)")
+    parser.epilog = "kill-node takes the node's name (w1, ...); submit takes the raysweep command to run as a job"
+    args, args.rest = parser.parse_known_args(argv)
     state = os.path.join(args.dir, "cluster.json")
     if args.action == "up":
         if os.path.exists(state):
             sys.exit(f"a local cluster is already up ({state}); `make cluster-local-down` first")
-        cluster = up(args.dir, args.workers, args.cpus)
-        print(f"local Ray cluster: head + {args.workers} worker nodes on 127.0.0.1, token auth on")
+        cluster = up(args.dir, args.workers, args.cpus, fake=args.fake)
+        workers = len(cluster.alive_nodes()) - 1
+        print(f"local Ray cluster: head + {workers} worker nodes on 127.0.0.1"
+              f"{' started by its autoscaler' if args.fake else ''}, token auth on")
         print("use it from this shell with:")
         print("  " + " ".join(f"export {k}={v};" for k, v in cluster.env().items()))
         print(f"or pass --address {cluster.address} (with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={cluster.token_file})")
@@ -219,7 +256,9 @@ def main(argv=None) -> None:
     elif args.action == "add":
         print(f"node {cluster.add_node()} joined {cluster.address}")
     elif args.action == "kill-node":
-        cluster.kill_node(args.node)
+        cluster.kill_node(args.rest[0])
+    elif args.action == "submit":
+        sys.exit(subprocess.call(submit_command(cluster.dashboard, args.rest), env={**os.environ, **cluster.env()}))
     elif args.action == "env":
         print(" ".join(f"export {k}={v};" for k, v in cluster.env().items()))
 

@@ -4,9 +4,7 @@ the pipeline promises read back from disk and from MLflow."""
 import json
 import math
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections import defaultdict
 
@@ -18,6 +16,7 @@ from scipy import stats
 
 from raysweep.cli import load_checked, trial_config
 from raysweep.spec import load_spec
+from raysweep.sweep.local_cluster import submit_command
 from tests.cluster.conftest import cli_on
 from tests.conftest import ROOT, run_cli
 
@@ -40,10 +39,8 @@ def trial_logs(stage_dir):
 
 
 def submit(cluster, *args, wait=True):
-    """`ray job submit` of `raysweep ARGS` to the cluster, with this checkout as the job's working dir."""
-    cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit", "--address", cluster.dashboard,
-           "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
-           "--", "python", "-m", "raysweep", *map(str, args)]
+    """`ray job submit` of `raysweep ARGS` to the cluster, as `make sweep-cluster-local` does it."""
+    cmd = submit_command(cluster.dashboard, list(map(str, args)))
     env = {**os.environ, **cluster.env()}
     if wait:
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -59,9 +56,6 @@ def finished_in_snapshot(stage_dir) -> set:
         return set()
     trials = [json.loads(t) if isinstance(t, str) else t for t, _ in data["trial_data"]]
     return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
-
-
-EXCLUDES = [".venv", "runs", ".git", "tests", "bench", ".pytest_cache"]
 
 
 def drivers(runs) -> list:
