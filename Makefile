@@ -1,19 +1,26 @@
 # Two commands on a fresh machine: `make sweep` and `make test`.
-# TORCH_SPEC picks the torch build: the default is the small CPU wheel these machines carry;
-# on a GPU cluster use e.g. `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" test`,
-# or TORCH_SPEC= to keep whatever torch pip resolves.
+# TORCH_SPEC is the torch requirement pip installs first. From PyPI, torch==2.13.0 on Linux x86-64 is the
+# CUDA build (what a GPU cluster wants; cluster.yaml uses it); the development machines' local index
+# serves the small CPU wheel under the same pin. For a CPU build from PyPI's side use
+# `make TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" ...`; TORCH_SPEC= keeps
+# whatever torch pip resolves.
 PYTHON      ?= python3
 VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
 SPEC        ?= search_spaces/digits_mlp.yaml
 ARGS        ?=
 PYTEST_ARGS ?=
+EXTRAS      ?= test
+WORKERS     ?= 2
+CLUSTER     ?= cluster.yaml
 
 BIN   := $(VENV)/bin
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install test sweep lr-test coarse fine seeds stage validate show mlflow-ui clean
+.PHONY: install test sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
+        cluster-local cluster-fake cluster-local-down sweep-cluster-local \
+        cluster-up cluster-down cluster-attach cluster-dashboard sweep-cluster
 
 install: $(STAMP)
 
@@ -21,7 +28,7 @@ $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install -q $(TORCH_SPEC))
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 test: install
@@ -57,6 +64,43 @@ validate: install
 
 show: install
 	$(BIN)/raysweep show $(SPEC) -n 5
+
+# A multi-node Ray cluster on this machine: a head and WORKERS worker nodes (token auth, 127.0.0.1 only,
+# a `worker` resource on each worker node); it prints the address and token to use. cluster-fake lets
+# Ray's autoscaler (fake multi-node provider) start the workers instead.
+LOCAL = $(BIN)/python -m raysweep.sweep.local_cluster
+
+cluster-local: install
+	$(LOCAL) up --workers $(WORKERS)
+
+cluster-fake: install
+	$(LOCAL) up --fake
+
+cluster-local-down:
+	$(LOCAL) down
+
+# The pipeline of SPEC as a Ray job on the local cluster (this checkout is the job's working directory).
+sweep-cluster-local: install
+	$(LOCAL) submit run $(SPEC) $(ARGS)
+
+# AWS, from cluster.yaml: launch (with a token for the cluster), attach, forward the dashboard, stop.
+cluster-up: install
+	@test -s ~/.ray/auth_token || $(BIN)/ray get-auth-token --generate >/dev/null
+	$(BIN)/ray up -y $(CLUSTER)
+
+cluster-down: install
+	$(BIN)/ray down -y $(CLUSTER)
+
+cluster-attach: install
+	$(BIN)/ray attach $(CLUSTER)
+
+cluster-dashboard: install
+	$(BIN)/ray dashboard $(CLUSTER)
+
+# The pipeline of SPEC as a Ray job on the AWS cluster, through the dashboard forwarded over SSH.
+sweep-cluster: install
+	@mkdir -p runs; $(BIN)/ray dashboard $(CLUSTER) > runs/dashboard-forward.log 2>&1 & fwd=$$!; \
+	trap "kill $$fwd" EXIT; sleep 5; $(LOCAL) submit --dashboard http://127.0.0.1:8265 run $(SPEC) $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs mlruns .pytest_cache

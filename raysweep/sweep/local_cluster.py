@@ -231,8 +231,12 @@ def main(argv=None) -> None:
     parser.add_argument("--cpus", type=float, default=1, help="logical CPUs per node")
     parser.add_argument("--dir", default="runs/cluster")
     parser.add_argument("--fake", action="store_true", help="up: the autoscaler starts the workers (fake provider)")
+    parser.add_argument("--dashboard", help="submit: to this dashboard (e.g. a remote cluster's, forwarded by "
+                                            "`ray dashboard`) with the token in ~/.ray/auth_token")
     parser.epilog = "kill-node takes the node's name (w1, ...); submit takes the raysweep command to run as a job"
     args, args.rest = parser.parse_known_args(argv)
+    if args.action == "submit" and args.dashboard:
+        sys.exit(subprocess.call(submit_command(args.dashboard, args.rest), env={**os.environ, "RAY_AUTH_MODE": "token"}))
     state = os.path.join(args.dir, "cluster.json")
     if args.action == "up":
         if os.path.exists(state):
