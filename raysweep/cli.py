@@ -186,14 +186,12 @@ def _train_ddp(spec, config, run, p, report, address):
     import os
 
     from .session import connect_ray
+    from .sweep import check_resources
     from .sweep.ddp import run_ddp
-    from .sweep.resources import ray_nodes, unsatisfiable
     from .train import checkpoint
 
     connect_ray(address)
-    why = unsatisfiable(p, ray_nodes())
-    if why:
-        _fail(f"resources: {why}")
+    check_resources(spec)
     storage = os.path.abspath(f"runs/{spec.name}/ray")
 
     def forward(metrics, path):

@@ -47,8 +47,12 @@ class LocalCluster:
         return os.path.join(self.dir, "auth_token")
 
     def env(self) -> dict:
-        """What a client of this cluster needs: its address and its token."""
-        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_file}
+        """What a client of this cluster needs: its address and its token (and its autoscaler's config)."""
+        env = {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_file}
+        autoscaling = os.path.join(self.dir, "autoscaling.yaml")
+        if os.path.exists(autoscaling):
+            env["RAYSWEEP_AUTOSCALING_CONFIG"] = autoscaling
+        return env
 
     def save(self) -> None:
         with open(os.path.join(self.dir, "cluster.json"), "w") as f:

@@ -2,6 +2,7 @@
 trials fit at once. Pure functions over plain dicts, so GPU layouts are testable on a CPU machine."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -121,6 +122,39 @@ def _fmt(resources: dict) -> str:
     return ", ".join(f"{v:g} {k}" for k, v in sorted(resources.items())) or "nothing"
 
 
+AUTOSCALING_CONFIG_VAR = "RAYSWEEP_AUTOSCALING_CONFIG"
+RAY_UP_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` leaves the cluster's config on the head
+
+
+def nodes_of_config(config: dict, limit: int = 64) -> list[dict]:
+    """The worker nodes an autoscaler with this `ray up` config may add: each type up to its max_workers."""
+    out = []
+    for node_type in (config.get("available_node_types") or {}).values():
+        resources = {k: v for k, v in (node_type.get("resources") or {}).items() if k != "object_store_memory"}
+        out += [resources] * min(int(node_type.get("max_workers", config.get("max_workers", 0)) or 0), limit)
+    return out
+
+
+def autoscaler_nodes() -> list[dict] | None:
+    """Nodes the connected cluster's autoscaler may still add: [] when it has no autoscaler, None when it
+    has one whose config cannot be read here (RAYSWEEP_AUTOSCALING_CONFIG, else the `ray up` file)."""
+    import yaml
+    from ray._private import ray_constants
+    from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
+
+    try:  # an autoscaler publishes its status in the GCS; a cluster of `ray start` nodes has none
+        if not (_internal_kv_initialized() and _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)):
+            return []
+    except Exception:  # noqa: BLE001 - no answer: judge by the nodes there are
+        return []
+    path = os.path.expanduser(os.environ.get(AUTOSCALING_CONFIG_VAR) or RAY_UP_CONFIG)
+    try:
+        with open(path) as f:
+            return nodes_of_config(yaml.safe_load(f))
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return None
+
+
 def ray_nodes() -> list[dict]:
     """The alive nodes' total resources (CPU, GPU, custom) of the connected Ray cluster."""
     import ray
@@ -129,4 +163,4 @@ def ray_nodes() -> list[dict]:
             for n in ray.nodes() if n["Alive"]]
 
 
-__all__ = ["ClusterError", "waiting_reason", "free_nodes", "Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]
+__all__ = ["ClusterError", "autoscaler_nodes", "nodes_of_config", "waiting_reason", "free_nodes", "Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]

@@ -12,7 +12,7 @@ from ..spec.settings import TrainSettings
 from ..train import Run
 from . import storage
 from .progress import Progress, decision, error_line, result_log
-from .resources import plan, ray_nodes, tune_resources, unsatisfiable
+from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import build_searcher, trial_count
 from .stopping import PlateauStopper, TargetStopper
@@ -66,8 +66,14 @@ MAX_FAILURES = 2  # retries of a trial whose worker or node was lost, each from 
 
 
 def check_resources(spec: Spec) -> None:
-    """Fail before the run (one line, exit 2) if no node layout of the cluster can run one trial."""
-    why = unsatisfiable(plan(spec.resources), ray_nodes())
+    """Fail before the run (one line, exit 2) if no node layout of the cluster, with the nodes its
+    autoscaler may add, can run one trial."""
+    extra = autoscaler_nodes()
+    if extra is None:
+        print(f"raysweep: the cluster's autoscaler config is not readable here (set {AUTOSCALING_CONFIG_VAR}); "
+              "resources are not checked before the run", flush=True)
+        return
+    why = unsatisfiable(plan(spec.resources), ray_nodes() + extra)
     if why:
         raise SpecError(why, getattr(spec, "_file", None), path="resources",
                         fix="or run on a cluster that has them (--address)")

@@ -27,6 +27,16 @@ def test_autoscaled_nodes_run_the_trials(tmp_path):
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         trials = json.loads((tmp_path / "runs/ray/digits_mlp-sweep/results.json").read_text())["trials"]
         assert [t["status"] for t in trials] == ["completed"] * 2
+        # a trial whose 3 ranks need a worker node each: refused by the 2 nodes there are, but the
+        # autoscaler may add 2 more, so it runs once the autoscaler has launched a third
+        out = cli_on(cluster, "sweep", "search_spaces/digits_mlp.yaml", "--set", "search.num_samples=1", "--set",
+                     "stopping.max_epochs=2", "--set", "parameters.batch_size=[96]", "--set",
+                     "resources={workers_per_trial: 3, cpus_per_worker: 0.25, custom: {worker: 0.25}, "
+                     "placement: strict_spread}", "--runs-dir", tmp_path / "runs3")
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        [trial] = json.loads((tmp_path / "runs3/ray/digits_mlp-sweep/results.json").read_text())["trials"]
+        assert trial["status"] == "completed" and len(set(trial["metrics"]["ddp_nodes"].split(","))) == 3
+        assert len([n for n in cluster.alive_nodes() if "worker" in n["Resources"]]) >= 3
     finally:
         cluster.down()
     assert not cluster.pids()  # its autoscaler's nodes went with it

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from raysweep.spec.model import Resources
-from raysweep.sweep.resources import concurrent_trials, plan, scaling_config, tune_resources, unsatisfiable
+from raysweep.sweep.resources import concurrent_trials, nodes_of_config, plan, scaling_config, tune_resources, unsatisfiable
 from raysweep.train.device import ddp_backend, local_device, precision_for
 
 LAPTOP = [{"CPU": 2}]
@@ -90,3 +90,15 @@ def test_fp16_on_cpu_and_gpu_without_cuda_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="torch sees none"):
             local_device(True)
+
+
+def test_an_autoscalers_node_types_count_up_to_their_max_workers():
+    config = {"max_workers": 8, "available_node_types": {
+        "head": {"resources": {}, "max_workers": 0},
+        "gpu": {"resources": {"CPU": 4, "GPU": 1, "worker": 1}, "max_workers": 3},
+        "cpu": {"resources": {"CPU": 2, "object_store_memory": 10**8}}}}  # max_workers: the cluster's
+    nodes = nodes_of_config(config)
+    assert nodes.count({"CPU": 4, "GPU": 1, "worker": 1}) == 3 and nodes.count({"CPU": 2}) == 8
+    gpu_trial = plan(Resources(workers_per_trial=2, gpus_per_worker=1, custom={"worker": 1}, placement="strict_spread"))
+    head_only = [{"CPU": 8}]
+    assert unsatisfiable(gpu_trial, head_only) is not None and unsatisfiable(gpu_trial, head_only + nodes) is None
