@@ -1,7 +1,7 @@
 """The trainer's own collectives in a real 2-process gloo group (torch.distributed, no Ray): how many
 there are and on which device their tensors live."""
 import json
-import socket
+import os
 
 import pytest
 import torch.distributed as dist
@@ -12,16 +12,11 @@ from raysweep.train import Run, train
 COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "barrier", "reduce", "all_gather_into_tensor")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank(rank: int, world: int, port: int, config: dict, epochs: int, out: str) -> None:
+def _rank(rank: int, world: int, config: dict, epochs: int, out: str) -> None:
     """One rank: count every collective the trainer calls (the real ones still run) and the devices
     of their tensors, then train."""
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    # rendezvous through a file: a free port picked here could be taken before rank 0 binds it
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
     calls = []
 
     def counting(name, real):
@@ -39,11 +34,15 @@ def _rank(rank: int, world: int, port: int, config: dict, epochs: int, out: str)
     with open(f"{out}/{rank}.json", "w") as f:
         json.dump({"calls": calls, "status": result.status, "reason": result.reason, "reports": reports}, f,
                   default=str)
+    dist.barrier()  # neither rank tears the group down under the other
     dist.destroy_process_group()
+    # skip the interpreter's teardown: a gloo thread still joinable there aborted the process now and
+    # then (SIGABRT, "terminate called without an active exception") after everything was written
+    os._exit(0)
 
 
 def _run(tmp_path, config, epochs=2, world=2):
-    mp.start_processes(_rank, args=(world, _free_port(), config, epochs, str(tmp_path)), nprocs=world,
+    mp.start_processes(_rank, args=(world, config, epochs, str(tmp_path)), nprocs=world,
                        start_method="spawn")
     return [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(world)]
 
