@@ -38,6 +38,24 @@ def result_log(folder: str | None, filesystem=None) -> list[dict]:
     return out
 
 
+def checkpoint_log(folder: str | None, filesystem=None) -> list[dict]:
+    """The metrics saved with each of a trial's checkpoints (checkpoint_*/metrics.json): with shared
+    storage, a checkpointed epoch whose report died with a killed driver is still on record here."""
+    import pyarrow.fs as pafs
+
+    from ..train.checkpoint import METRICS
+    from .storage import read_text
+
+    try:
+        fs = filesystem or pafs.LocalFileSystem()
+        entries = fs.get_file_info(pafs.FileSelector(folder)) if folder else []
+        texts = [read_text(posixpath.join(e.path, METRICS), fs) for e in entries
+                 if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_")]
+    except OSError:
+        return []
+    return [json.loads(t) for t in texts if t]
+
+
 def error_line(error: BaseException | None) -> str | None:
     """What went wrong in one line: the user's exception, not Ray's wrapper around it."""
     if error is None:

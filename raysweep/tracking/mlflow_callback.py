@@ -15,7 +15,7 @@ import os
 from ray.tune import Callback
 
 from ..spec import Space, Spec
-from ..sweep.progress import decision, error_line_of, result_log
+from ..sweep.progress import checkpoint_log, decision, error_line_of, result_log
 from ..sweep.trainable import suggestion, trial_config
 from .writer import BatchWriter
 
@@ -203,7 +203,8 @@ class MlflowTracker(Callback):
         while pending:  # replay until MLflow answers: what this driver saw, and what Tune logged before a restart
             still = []
             for trial in pending:
-                seen = {step_of(r): r for r in _result_log(trial)}
+                seen = {step_of(r): r for r in checkpoint_log(trial.path, _filesystem(trial))}
+                seen.update({step_of(r): r for r in _result_log(trial)})
                 seen.update(self.history.get(trial.trial_id, {}))
                 if not self._guard(trial, lambda t: [self._log_result(t, seen[k]) for k in sorted(seen)]):
                     still.append(trial)
@@ -243,4 +244,9 @@ class MlflowTracker(Callback):
 def _result_log(trial) -> list[dict]:
     """Tune's own per-trial log, in the trial's storage folder (local_path is only Ray's driver
     staging copy, read when the other is missing)."""
-    return result_log(trial.path, trial.storage.storage_filesystem) or result_log(trial.local_path)
+    return result_log(trial.path, _filesystem(trial)) or result_log(trial.local_path)
+
+
+def _filesystem(trial):
+    """The filesystem of the trial's storage (shared storage's, or the local disk's)."""
+    return getattr(trial.storage, "storage_filesystem", None)

@@ -1,6 +1,7 @@
 """Checkpoints that resume exactly: model, optimizer, schedule, scaler, RNG states and loop state."""
 from __future__ import annotations
 
+import json
 import os
 import random
 
@@ -8,6 +9,7 @@ import numpy as np
 import torch
 
 FILE = "checkpoint.pt"
+METRICS = "metrics.json"
 
 
 def rng_state() -> dict:
@@ -25,11 +27,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(directory: str, **state) -> str:
+def save(directory: str, metrics: dict | None = None, **state) -> str:
+    """The state, and beside it the metrics of the epoch it ends (METRICS): a record of that epoch that
+    travels with the checkpoint, should the report of it be lost with a killed driver."""
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, FILE)
     torch.save({**state, "rng": rng_state()}, path + ".tmp")
     os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
+    if metrics is not None:
+        with open(os.path.join(directory, METRICS), "w") as f:
+            json.dump(metrics, f, default=str)
     return directory
 
 

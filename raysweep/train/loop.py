@@ -237,7 +237,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
                     or time.monotonic() - last_save >= s.checkpoint_every_s)
         if save_now and rank == 0:
             last_save = time.monotonic()
-            directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), model=model.state_dict(),
+            directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), metrics, model=model.state_dict(),
                                         optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                                         scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin)
         try:
