@@ -2,6 +2,7 @@
 trials fit at once. Pure functions over plain dicts, so GPU layouts are testable on a CPU machine."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -142,8 +143,9 @@ def autoscaler_nodes() -> list[dict] | None:
     from ray._private import ray_constants
     from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
 
-    try:  # an autoscaler publishes its status in the GCS; a cluster of `ray start` nodes has none
-        if not (_internal_kv_initialized() and _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)):
+    try:  # an autoscaler reports on the cluster in the GCS; the read-only monitor of `ray.init`/`ray start` has no report
+        status = _internal_kv_initialized() and _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        if not (status and json.loads(status).get("autoscaler_report")):
             return []
     except Exception:  # noqa: BLE001 - no answer: judge by the nodes there are
         return []
