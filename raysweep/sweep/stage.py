@@ -143,9 +143,10 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     # Who a result belongs to and the config it ran with come from Tune's Trial: a trial that cloned
     # a PBT donor carries the donor's last result (trial_id and config included) until it reports.
     # Not the trials a stage-wide stop kept from starting: nothing reported, no error.
-    records = [_record(trial, r, last, space, payload)
+    records = [_record(trial, r, log, last, space, payload)
                for r, trial in zip(grid, grid._experiment_analysis.trials)
-               if "training_iteration" in (last := _last_result(r)) or r.error]
+               if "training_iteration" in (last := _last_result(r, log := result_log(r.path, r.filesystem)))
+               or r.error]
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
     storage.write_text(storage.join(path, "results.json"), json.dumps(result.to_json(), indent=1, default=str))
     return result
@@ -161,15 +162,16 @@ def _pbt_space(spec: Spec, space: Space, configs: list[dict]) -> dict:
             **{k: tune.sample_from(FromConfig(k, defaults.get(k))) for k in spec.scheduler.mutations}}
 
 
-def _last_result(result) -> dict:
+def _last_result(result, log: list[dict]) -> dict:
     """A trial's last result; from the trial's own log when Tune holds none in memory (a trial that
     PBT has just restored)."""
     if "training_iteration" in (result.metrics or {}):
         return result.metrics
-    return (result_log(result.path, result.filesystem) or [{}])[-1]
+    return (log or [{}])[-1]
 
 
-def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialRecord:
+def _record(trial, result, log: list[dict], last: dict, space: Space, payload: dict) -> TrialRecord:
+    """`log` is the trial's own result log (read once: on shared storage each read is a request)."""
     suggested = suggestion(trial.config, space, payload["nested"])
     metric = payload["run"]["metric"]
     value = last.get(f"best_{metric}")
@@ -182,6 +184,5 @@ def _record(trial, result, last: dict, space: Space, payload: dict) -> TrialReco
         metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k not in ("config", "trial_id")},
         checkpoint=storage.uri_of(result.checkpoint.path, result.checkpoint.filesystem) if result.checkpoint else None,
         error=error_line(result.error), attempts=trial.num_failures + 1,
-        resumed_at=[r["resumed_epoch"] for r in result_log(result.path, result.filesystem)
-                    if r.get("resumed_epoch") is not None and not r.get("resumed_from")])
+        resumed_at=[r["resumed_epoch"] for r in log if r.get("resumed_epoch") is not None and not r.get("resumed_from")])
 

@@ -8,6 +8,7 @@ from ray.tune import Result
 from ray.tune.experiment import Trial
 
 from raysweep.spec import Space, Spec
+from raysweep.sweep.progress import result_log
 from raysweep.sweep.stage import _last_result, _record
 from raysweep.train.loop import Run
 
@@ -17,7 +18,8 @@ SPEC = Spec.model_validate({"name": "r", "task": "digits_mlp", "metric": {"name"
 
 def record(trial, result):
     payload = {"run": asdict(Run.from_spec(SPEC)), "nested": False}
-    return _record(trial, result, _last_result(result), Space(SPEC), payload)
+    log = result_log(result.path)
+    return _record(trial, result, log, _last_result(result, log), Space(SPEC), payload)
 
 
 def test_a_clone_is_recorded_as_itself_with_its_own_config(tmp_path):
@@ -41,4 +43,5 @@ def test_empty_in_memory_result_falls_back_to_the_trials_log(tmp_path):
 def test_tunes_own_result_wins_when_it_has_one(tmp_path):
     (tmp_path / "result.json").write_text(json.dumps({"training_iteration": 1, "config": {"lr": 1}}) + "\n")
     metrics = {"training_iteration": 3, "config": {"lr": 2}, "trial_id": "t3"}
-    assert _last_result(Result(metrics=metrics, checkpoint=None, error=None, path=str(tmp_path))) == metrics
+    assert _last_result(Result(metrics=metrics, checkpoint=None, error=None, path=str(tmp_path)),
+                        result_log(str(tmp_path))) == metrics
