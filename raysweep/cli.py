@@ -212,8 +212,8 @@ def trial_config(spec, values: dict, seed: int) -> dict:
     import numpy as np
 
     from .spec import Space
-    from .spec.errors import did_you_mean
     from .spec.check import check_train_value
+    from .spec.errors import did_you_mean
     from .spec.settings import TRAIN_KEYS
     from .train import get_task
     from .train.loop import spec_dirs
@@ -227,7 +227,7 @@ def trial_config(spec, values: dict, seed: int) -> dict:
                             fix="set a parameter, a trainer setting or a task setting")
     for name, value in values.items():
         if name in TRAIN_KEYS:
-            check_train_value(name, value, (), lambda path, msg, fix=None: _raise(f"--set {name}: {msg}", spec))
+            check_train_value(name, value, (), lambda path, msg, fix=None, name=name: _raise(f"--set {name}: {msg}", spec))
     params = {k: v for k, v in values.items() if k in space.params}
     rng = np.random.default_rng(seed)
     config = space.sample_feasible(rng, params) or space.sample(rng, params)

@@ -14,10 +14,9 @@ import yaml
 from . import console
 from .report.table import top_table
 from .spec import Spec, SpecError
-from .sweep import StageResult, check_resources, run_stage, stage_dir
-from .sweep import storage
-from .sweep.storage import STORAGE_VAR
+from .sweep import StageResult, check_resources, run_stage, stage_dir, storage
 from .sweep.resources import ClusterError
+from .sweep.storage import STORAGE_VAR
 from .tracking import MlflowTracker
 from .tracking import tracking_uri as default_tracking_uri
 
@@ -116,7 +115,7 @@ class Session:
 
     @classmethod
     def start(cls, spec: Spec, address=None, runs_dir="runs", tracking_uri=None, experiment=None,
-              log_file: str | None = None) -> "Session":
+              log_file: str | None = None) -> Session:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         # MLflow's client retries a request for minutes by default, blocking the sweep's driver;
         # raysweep's writer retries on its own thread instead

@@ -1,19 +1,10 @@
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-def run_cli(*args, cwd=ROOT, timeout=120):
-    """Run `raysweep ARGS` as a user would: a separate process, output captured."""
-    return subprocess.run([sys.executable, "-m", "raysweep", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -29,9 +20,9 @@ def write_spec(tmp_path):
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     """One local Ray instance for the whole session (2 CPUs, token auth on with a throwaway token)."""
-    import ray
-
     import secrets
+
+    import ray
 
     token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
     token.write_text(secrets.token_hex(32))

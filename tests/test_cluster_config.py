@@ -6,7 +6,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from raysweep.sweep.local_cluster import FAKE_CONFIG
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def load():

@@ -13,8 +13,8 @@ from ..spec import Space, Spec, TrainSettings
 from ..spec.check import CONTINUOUS
 from ..sweep.progress import error_line
 from ..sweep.resources import plan
-from ..train.lr_range import range_test, suggest
 from ..train.loop import spec_dirs
+from ..train.lr_range import range_test, suggest
 from ..train.optim import scaled_lr
 from .narrow import param_data
 
@@ -70,7 +70,7 @@ def run_lr_test(spec: Spec, log=print) -> dict:
     refs = [task.remote(space.with_derived(b), spec.task, spec_dirs(spec), lrt.start_lr, lrt.end_lr, lrt.num_steps,
                         lrt.smoothing, lrt.diverge_factor, device) for b in bases]
     runs, lows, highs = [], [], []
-    for o, base, ref in zip(optimizers, bases, refs):
+    for o, base, ref in zip(optimizers, bases, refs, strict=False):
         label = f"lr range test{f' ({o})' if o else ''}:"
         try:
             curve = ray.get(ref)

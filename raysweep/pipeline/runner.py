@@ -13,8 +13,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import yaml
 
@@ -24,7 +24,6 @@ from ..sweep import StageResult, TrialRecord, stage_dir, storage
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
 from .seeds import summarize, warning
-
 
 
 class PipelineError(RuntimeError):

@@ -17,4 +17,4 @@ def top_table(result, k: int = 5, params: list[str] | None = None) -> str:
     rows = [[str(i + 1), t.trial_id, fmt(t.value), t.status, str(t.epochs), *(fmt(t.config.get(p, "")) for p in params)]
             for i, t in enumerate(ranked)]
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in [header, *rows])
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) for row in [header, *rows])

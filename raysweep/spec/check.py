@@ -168,7 +168,8 @@ def _check_scheduler(spec, known, fail):
         fail(("scheduler", "max_t"), f"max_t {sch.max_t} exceeds stopping.max_epochs {max_epochs}",
              "lower max_t or raise stopping.max_epochs")
     if sch.type in ("asha", "median") and sch.grace_period > (sch.max_t or max_epochs):
-        fail(("scheduler", "grace_period"), f"grace_period {sch.grace_period} exceeds the {sch.max_t or max_epochs} epochs a trial runs",
+        fail(("scheduler", "grace_period"),
+             f"grace_period {sch.grace_period} exceeds the {sch.max_t or max_epochs} epochs a trial runs",
              "lower grace_period")
     for name, p in sch.mutations.items():
         path = ("scheduler", "mutations", name)

@@ -117,7 +117,7 @@ class Expr:
             return any(ev(v, env) for v in node.values)
         if isinstance(node, ast.Compare):
             left = ev(node.left, env)
-            for op, comp in zip(node.ops, node.comparators):
+            for op, comp in zip(node.ops, node.comparators, strict=False):
                 right = ev(comp, env)
                 if not _CMP[type(op)](left, right):
                     return False

@@ -336,7 +336,7 @@ class Spec(Strict):
         """Plain data that validates back to an equal Spec (for shipping to Ray workers)."""
         return self.model_dump(mode="json", exclude_unset=True)
 
-    def derive(self, **sections) -> "Spec":
+    def derive(self, **sections) -> Spec:
         """A validated copy with whole sections replaced (given as plain data). Keeps the file it
         came from, where user tasks are looked up."""
         spec = Spec.model_validate({**self.payload(), **sections})

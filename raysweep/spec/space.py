@@ -109,7 +109,7 @@ class Space:
     def grid(self) -> list[dict]:
         """Every combination of the enumerated (grid) parameters."""
         names = self.grid_names
-        return [dict(zip(names, combo)) for combo in itertools.product(*(self.params[n].values for n in names))]
+        return [dict(zip(names, combo, strict=False)) for combo in itertools.product(*(self.params[n].values for n in names))]
 
     def env(self, config: dict) -> dict:
         """Names an expression may use: trainer defaults < fixed < epochs < the trial's values."""

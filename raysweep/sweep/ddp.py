@@ -6,7 +6,7 @@ the Train controller) and a small queue actor, so the caller sees each epoch as 
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..train import Run, train
 from .resources import Plan, scaling_config

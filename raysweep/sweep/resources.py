@@ -93,14 +93,6 @@ def unsatisfiable(p: Plan, nodes: list[dict]) -> str | None:
             f"has {_fmt(biggest)}; lower the per-worker resources or add larger nodes")
 
 
-def concurrent_trials(p: Plan, nodes: list[dict], limit: int = 100_000) -> int:
-    """How many trials fit on the cluster at once."""
-    free, count = [dict(n) for n in nodes], 0
-    while count < limit and _pack(p.bundles, free) is None:
-        count += 1
-    return count
-
-
 def waiting_reason(p: Plan, free: list[dict]) -> str:
     """Why one more trial cannot start now, from each node's free resources; "" if it fits."""
     if not free or _pack(p.bundles, [dict(n) for n in free]) is None:
@@ -165,4 +157,5 @@ def ray_nodes() -> list[dict]:
             for n in ray.nodes() if n["Alive"]]
 
 
-__all__ = ["ClusterError", "autoscaler_nodes", "nodes_of_config", "waiting_reason", "free_nodes", "Plan", "plan", "scaling_config", "tune_resources", "unsatisfiable", "concurrent_trials", "ray_nodes"]
+__all__ = ["ClusterError", "Plan", "autoscaler_nodes", "free_nodes", "nodes_of_config", "plan", "ray_nodes",
+           "scaling_config", "tune_resources", "unsatisfiable", "waiting_reason"]

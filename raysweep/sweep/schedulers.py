@@ -1,8 +1,13 @@
 """Schedulers: whether a running trial goes on. One builder per type, registered by name."""
 from __future__ import annotations
 
-from ray.tune.schedulers import (ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule,
-                                 PopulationBasedTraining)
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+)
 
 from ..spec import Spec
 from ..spec.space import tune_domain

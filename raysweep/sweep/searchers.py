@@ -72,7 +72,7 @@ class ConstrainedHyperOpt(HyperOptSearch):
         vals = [self.rs_space.hyperopt_point(c) for c in reversed(points)] + \
                [self.rs_space.hyperopt_point(c) for c, _ in evaluated]
         self._hpopt_trials = generate_trials_to_calculate(vals)
-        for trial, (_, value) in zip(self._hpopt_trials._dynamic_trials[len(points):], evaluated):  # .trials copies
+        for trial, (_, value) in zip(self._hpopt_trials._dynamic_trials[len(points):], evaluated, strict=False):  # .trials copies
             trial["state"] = JOB_STATE_DONE
             trial["result"] = self._to_hyperopt_result({self.metric: value})
         self._hpopt_trials.refresh()

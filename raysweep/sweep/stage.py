@@ -51,7 +51,7 @@ class StageResult:
         return ranked[0] if ranked else None
 
     @classmethod
-    def load(cls, path: str) -> "StageResult":
+    def load(cls, path: str) -> StageResult:
         """A finished stage's results, as run_stage wrote them."""
         data = json.loads(storage.read_text(storage.join(path, "results.json")))
         return cls(data["stage"], path, data["metric"], data["mode"], [TrialRecord(**t) for t in data["trials"]])
@@ -144,7 +144,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     # a PBT donor carries the donor's last result (trial_id and config included) until it reports.
     # Not the trials a stage-wide stop kept from starting: nothing reported, no error.
     records = [_record(trial, r, log, last, space, payload)
-               for r, trial in zip(grid, grid._experiment_analysis.trials)
+               for r, trial in zip(grid, grid._experiment_analysis.trials, strict=False)
                if "training_iteration" in (last := _last_result(r, log := result_log(r.path, r.filesystem)))
                or r.error]
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)

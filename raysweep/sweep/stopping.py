@@ -54,7 +54,7 @@ class PlateauStopper(Callback, Stopper):
         done = [t for t in trials if t.status == "TERMINATED" or t is trial]
         done.sort(key=lambda t: (t.last_result or {}).get("timestamp", 0))
         values = [(t.last_result or {}).get(f"best_{self.metric}") for t in done]
-        values = [None if (t.last_result or {}).get("status") == "diverged" else v for t, v in zip(done, values)]
+        values = [None if (t.last_result or {}).get("status") == "diverged" else v for t, v in zip(done, values, strict=False)]
         self.triggered = self.triggered or plateaued(values, self.mode, self.window, self.min_improvement)
 
     def __call__(self, trial_id, result):

@@ -1,13 +1,11 @@
 """The function a Tune trial runs: the trainer in-process (1 worker) or as a DDP job (more)."""
 from __future__ import annotations
 
-
 from ..spec import Space, Spec
 from ..train import Run, train
 from ..train.device import local_device
 from . import storage
 from .resources import plan
-
 
 PBT_KEY = "__config"  # PBT allows no searcher: its configs arrive as a grid over whole configs
 

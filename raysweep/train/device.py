@@ -35,6 +35,3 @@ def local_device(use_gpu: bool, local_rank: int = 0) -> torch.device:
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
 
-
-def ddp_backend(use_gpu: bool) -> str:
-    return "nccl" if use_gpu else "gloo"

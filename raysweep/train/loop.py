@@ -10,8 +10,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -47,7 +47,7 @@ class Run:
     task_dirs: tuple = ()  # where a user task module may live (the spec's folder)
 
     @classmethod
-    def from_spec(cls, spec, **overrides) -> "Run":
+    def from_spec(cls, spec, **overrides) -> Run:
         es = spec.stopping.early_stopping
         return cls(**{**dict(task=spec.task, metric=spec.metric.name, mode=spec.metric.mode,
                              epochs=spec.stopping.max_epochs, patience=es.patience if es else None,

@@ -58,7 +58,7 @@ def range_test(config: dict, task_ref: str, task_dirs: tuple = (), start_lr: flo
             for g in optimizer.param_groups:
                 g["lr"] = lr
             step(next(groups))
-        for i, (lr, value) in enumerate(zip(window, step.take_losses()), start=first):
+        for i, (lr, value) in enumerate(zip(window, step.take_losses(), strict=False), start=first):
             if not math.isfinite(value):
                 curve.stopped = f"loss is {value} at lr {lr:.3g}"
                 return curve

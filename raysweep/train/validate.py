@@ -2,7 +2,7 @@
 every name the spec sets is read by the trainer, the task, or a derived expression."""
 from __future__ import annotations
 
-from ..spec import Expr, SpecError, Spec
+from ..spec import Expr, Spec, SpecError
 from ..spec.errors import allowed, did_you_mean
 from ..spec.settings import TRAIN_KEYS
 from ..spec.yaml_io import dotted, locate

@@ -7,7 +7,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, run_cli
+from tests.support import ROOT, run_cli
 
 SPEC = "search_spaces/digits_mlp.yaml"
 SMALL = ["--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=3", "--set", "parameters.hidden=32",

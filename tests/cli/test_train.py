@@ -2,7 +2,7 @@
 import re
 
 from raysweep.train import checkpoint as ckpt
-from tests.conftest import run_cli
+from tests.support import run_cli
 
 SETS = ["--set", "optimizer=adamw", "--set", "base_lr=3e-3", "--set", "batch_size=64", "--set", "dropout=0.2"]
 

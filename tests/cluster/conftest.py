@@ -1,11 +1,7 @@
-import os
-import subprocess
-import sys
 
 import pytest
 
 from raysweep.sweep.local_cluster import up
-from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="package")
@@ -16,15 +12,3 @@ def cluster(tmp_path_factory):
     yield c
     c.down()
 
-
-def cli_on(cluster, *args, timeout=300, wait=True, env=None):
-    """`raysweep ARGS` as a client of the cluster (its address and token in the environment)."""
-    cmd = [sys.executable, "-m", "raysweep", *map(str, args)]
-    env = {**os.environ, **cluster.env(), **(env or {})}
-    if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def worker_node_ids(cluster) -> set:
-    return {n["NodeID"] for n in cluster.alive_nodes() if "worker" in n["Resources"]}

@@ -1,8 +1,7 @@
 """Reaching a cluster: one line and exit 2 when there is nothing there or it refuses our token."""
 import time
 
-from tests.cluster.conftest import cli_on
-from tests.conftest import ROOT, run_cli
+from tests.support import ROOT, cli_on, run_cli
 
 SPEC = ROOT / "search_spaces/digits_mlp.yaml"
 

@@ -6,7 +6,7 @@ import yaml
 from ray.autoscaler._private.util import validate_config
 
 from raysweep.sweep.local_cluster import FAKE_CONFIG, up
-from tests.cluster.conftest import cli_on
+from tests.support import cli_on
 
 
 def test_fake_cluster_config_passes_rays_schema():

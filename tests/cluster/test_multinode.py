@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.train import Run, train
-from tests.cluster.conftest import cli_on, worker_node_ids
+from tests.support import cli_on, worker_node_ids
 
 DDP_SPEC = """
 name: xnode

@@ -17,8 +17,7 @@ from scipy import stats
 from raysweep.cli import load_checked, trial_config
 from raysweep.spec import load_spec
 from raysweep.sweep.local_cluster import submit_command
-from tests.cluster.conftest import cli_on
-from tests.conftest import ROOT, run_cli
+from tests.support import ROOT, cli_on, run_cli
 
 SPEC = "search_spaces/digits_mlp.yaml"
 TINY = ["--set", "resources.cpus_per_worker=0.5", "--set", "search.max_concurrent=1", "--set", "stopping.max_epochs=6",

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.sweep.local_cluster import free_port
-from tests.cluster.conftest import cli_on
+from tests.support import cli_on
 
 PBT = ["search_spaces/digits_pbt.yaml", "--set", "storage_path=s3://sweeps/pbt", "--set", "stopping.max_epochs=10",
        "--set", "search.num_samples=4", "--set", "resources.cpus_per_worker=0.25", "--set", "fixed.batch_size=16"]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from raysweep.pipeline import narrow_spec
 from raysweep.spec import Space
-from tests.spec.test_space import make_spec, numeric_params
+from tests.support import make_spec, numeric_params
 
 choices = st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=2, max_size=5, unique=True).map(
     lambda v: {"values": v})

@@ -2,7 +2,7 @@
 import yaml
 
 from raysweep.spec import Expr, load_spec
-from tests.conftest import ROOT, run_cli
+from tests.support import ROOT, run_cli
 
 EXAMPLES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "search_spaces").glob("*.yaml"))
 

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from raysweep.spec import SpecError, load_raw, load_spec
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 HEAD = "name: t\ntask: digits_mlp\nmetric: {name: val_loss, mode: min}\n"
 
@@ -86,7 +86,8 @@ def test_every_example_round_trips_through_its_payload():
 def test_pbt_checkpoints_at_every_perturbation_unless_told_otherwise(write_spec):
     base = ("name: p\ntask: digits_mlp\nmetric: {name: val_loss, mode: min}\n"
             "parameters:\n  lr: {distribution: loguniform, min: 0.001, max: 0.1}\n")
-    pbt = "scheduler:\n  type: pbt\n  perturbation_interval: 3\n  mutations:\n    lr: {distribution: loguniform, min: 0.001, max: 0.1}\n"
+    pbt = ("scheduler:\n  type: pbt\n  perturbation_interval: 3\n"
+           "  mutations:\n    lr: {distribution: loguniform, min: 0.001, max: 0.1}\n")
     assert load_spec(write_spec(base + pbt)).fixed["checkpoint_every"] == 3
     assert load_spec(write_spec(base + pbt + "fixed: {checkpoint_every: 1}\n")).fixed["checkpoint_every"] == 1
     assert "checkpoint_every" not in load_spec(write_spec(base)).fixed  # other schedulers: time-based only

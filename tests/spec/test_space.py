@@ -10,35 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ray.tune.search.variant_generator import generate_variants
 
-from raysweep.spec import Space, Spec, load_spec
-from tests.conftest import ROOT
+from raysweep.spec import Space, load_spec
+from tests.support import ROOT, make_spec, numeric_params
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-HEAD = {"name": "t", "task": "digits_mlp", "metric": {"name": "val_loss", "mode": "min"}}
-
-
-def make_spec(parameters, **extra) -> Spec:
-    return Spec.model_validate({**HEAD, "parameters": parameters, **extra})
-
-
-@st.composite
-def numeric_params(draw):
-    dist = draw(st.sampled_from(["uniform", "loguniform", "quniform", "qloguniform", "int", "logint"]))
-    if dist in ("int", "logint"):
-        lo = draw(st.integers(1 if dist == "logint" else -50, 500))
-        return {"distribution": dist, "min": lo, "max": lo + draw(st.integers(1, 5000))}
-    if dist in ("quniform", "qloguniform"):
-        q = 10.0 ** draw(st.integers(-4, 1))
-        lo = draw(st.integers(1 if dist == "qloguniform" else -100, 100))
-        hi = lo + draw(st.integers(1, 1000))
-        return {"distribution": dist, "min": lo * q, "max": hi * q, "q": q}
-    if dist == "loguniform":
-        lo = 10.0 ** draw(st.floats(-8, 2))
-        return {"distribution": dist, "min": lo, "max": lo * 10.0 ** draw(st.floats(0.01, 6))}
-    lo = draw(st.floats(-1e3, 1e3))
-    return {"distribution": dist, "min": lo, "max": lo + draw(st.floats(1e-3, 1e3))}
-
-
 def inside(p, v) -> bool:
     tol = 1e-9 * max(1.0, abs(p.max))
     return p.min - tol <= v <= p.max + tol
@@ -88,7 +63,7 @@ def conditional_trees(draw):
     """A random tree of choice parameters up to depth 3, each branch with its own children."""
     params, frontier = {}, [None]
     counter = iter(range(100))
-    for depth in range(3):
+    for _depth in range(3):
         next_frontier = []
         for parent in frontier:
             for _ in range(draw(st.integers(1 if parent is None else 0, 2))):

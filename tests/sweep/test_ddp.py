@@ -21,7 +21,7 @@ def test_two_worker_ddp_keeps_replicas_identical_and_matches_one_worker(ray_sess
     assert [m["epoch"] for m, _ in reports] == [1, 2]
     assert reports[-1][0]["ddp_weight_spread"] == 0.0  # every rank ends with the same weights
     # same global batch (2 x 49 vs 1 x 98), same sample order: the same losses up to float reduction order
-    for (ddp, _), one in zip(reports, single):
+    for (ddp, _), one in zip(reports, single, strict=False):
         assert ddp["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
         assert ddp["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
         assert ddp["val_accuracy"] == one["val_accuracy"]

@@ -7,8 +7,8 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.session import Session
 from raysweep.spec import Space, Spec, load_spec
-from raysweep.sweep.searchers import SEARCHERS
 from raysweep.sweep.schedulers import SCHEDULERS
+from raysweep.sweep.searchers import SEARCHERS
 
 BASE = {
     "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},

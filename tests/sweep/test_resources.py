@@ -3,8 +3,15 @@ import pytest
 import torch
 
 from raysweep.spec.model import Resources
-from raysweep.sweep.resources import concurrent_trials, nodes_of_config, plan, scaling_config, tune_resources, unsatisfiable
-from raysweep.train.device import ddp_backend, local_device, precision_for
+from raysweep.sweep.resources import (
+    nodes_of_config,
+    plan,
+    scaling_config,
+    tune_resources,
+    unsatisfiable,
+    waiting_reason,
+)
+from raysweep.train.device import local_device, precision_for
 
 LAPTOP = [{"CPU": 2}]
 GPU_BOX = [{"CPU": 16, "GPU": 1}]
@@ -16,14 +23,13 @@ def test_one_worker_trial_runs_in_its_own_process():
     p = plan(Resources(workers_per_trial=1, cpus_per_worker=0.25))
     assert p.worker is None and p.bundles == [{"CPU": 0.25}]
     assert tune_resources(p) == {"cpu": 0.25} and not p.use_gpu
-    assert concurrent_trials(p, LAPTOP) == 8
+    assert waiting_reason(p, [{"CPU": 0.25}]) == "" and waiting_reason(p, [{"CPU": 0.2}]).startswith("needs 0.25 CPU")
 
 
 def test_fractional_gpus_share_a_gpu_between_small_trials():
     p = plan(Resources(workers_per_trial=1, cpus_per_worker=1, gpus_per_worker=0.25))
     assert tune_resources(p) == {"cpu": 1, "gpu": 0.25} and p.use_gpu
-    assert concurrent_trials(p, GPU_BOX) == 4
-    assert concurrent_trials(p, DGX) == 32
+    assert unsatisfiable(p, GPU_BOX) is None and waiting_reason(p, [{"CPU": 1, "GPU": 0.25}]) == ""
 
 
 def test_ddp_trial_places_a_driver_bundle_and_one_bundle_per_worker():
@@ -33,9 +39,7 @@ def test_ddp_trial_places_a_driver_bundle_and_one_bundle_per_worker():
     cfg = scaling_config(p)
     assert (cfg.num_workers, cfg.use_gpu, cfg.resources_per_worker) == (2, True, {"CPU": 4, "GPU": 1})
     assert unsatisfiable(p, FOUR_GPU_NODES) is None  # workers spread over nodes
-    assert concurrent_trials(p, FOUR_GPU_NODES) == 2
-    assert concurrent_trials(p, DGX) == 4
-    assert ddp_backend(p.use_gpu) == "nccl" and ddp_backend(False) == "gloo"
+    assert unsatisfiable(p, [{"CPU": 8, "GPU": 1}]) is not None  # two GPU workers never fit one 1-GPU node
 
 
 def test_impossible_requests_say_why():
@@ -54,7 +58,7 @@ def test_custom_resources_and_strict_spread_are_placed_per_node():
     head_and_two = [{"CPU": 1}, {"CPU": 1, "worker": 1}, {"CPU": 1, "worker": 1}]
     on_workers = plan(Resources(cpus_per_worker=0.5, custom={"worker": 0.5}))
     assert on_workers.trial == {"CPU": 0.5, "worker": 0.5} and tune_resources(on_workers) == {"cpu": 0.5, "worker": 0.5}
-    assert concurrent_trials(on_workers, head_and_two) == 4  # two per worker node, none on the head
+    assert waiting_reason(on_workers, [{"CPU": 1}]) != ""  # none on the head, which has no `worker`
     assert unsatisfiable(on_workers, [{"CPU": 8}]) == (
         "a trial needs 0.5 CPU, 0.5 worker on one node and the largest node has 8 CPU, 0 worker; "
         "lower the per-worker resources or add larger nodes")
@@ -71,7 +75,7 @@ def test_whole_cpu_ddp_workers_cannot_fit_two_cores_but_fractions_run_two_trials
     whole = plan(Resources(workers_per_trial=2, cpus_per_worker=1, cpus_per_trial=0.25))
     assert unsatisfiable(whole, LAPTOP) is not None
     fractional = plan(Resources(workers_per_trial=2, cpus_per_worker=0.375, cpus_per_trial=0.25))
-    assert unsatisfiable(fractional, LAPTOP) is None and concurrent_trials(fractional, LAPTOP) == 2
+    assert unsatisfiable(fractional, LAPTOP) is None
 
 
 @pytest.mark.parametrize("precision, device, expected", [

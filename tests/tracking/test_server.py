@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def free_port() -> int:

@@ -86,7 +86,7 @@ def test_resume_from_checkpoint_is_exact(tmp_path):
     _, full, kept = run(config, four, keep={2: tmp_path / "e2"})
     _, resumed, _ = run(config, four, resume_from=str(kept[2]))
     assert [r["epoch"] for r in resumed] == [3, 4]
-    for a, b in zip(full[2:], resumed):
+    for a, b in zip(full[2:], resumed, strict=False):
         assert (a["train_loss"], a["val_loss"], a["lr"]) == (b["train_loss"], b["val_loss"], b["lr"])
 
 

@@ -57,7 +57,7 @@ def test_linear_warmup_then_cosine():
     assert close(lrs[w], BASE)
     for k in range(w, TOTAL):
         assert close(lrs[k], BASE * (1 + math.cos(math.pi * (k - w) / (TOTAL - w))) / 2)
-    assert all(a < b for a, b in zip(lrs[:w], lrs[1:w + 1]))  # strictly rising during warmup
+    assert all(a < b for a, b in zip(lrs[:w], lrs[1:w + 1], strict=False))  # strictly rising during warmup
 
 
 def test_warmup_fraction_counts_steps():
@@ -71,8 +71,8 @@ def test_one_cycle_rises_to_lr_then_anneals():
     assert close(lrs[0], BASE / 25) and close(lrs[peak], BASE)
     assert abs(peak - 0.25 * TOTAL) <= 1
     assert lrs[-1] < BASE / 25 / 100
-    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
-    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:]))
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1], strict=False))
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:], strict=False))
 
 
 def test_plateau_halves_after_patience_epochs_without_improvement():

@@ -1,0 +1,55 @@
+"""Helpers the tests share (fixtures live in conftest.py): paths, running the CLI, building specs."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import strategies as st
+
+from raysweep.spec import Spec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd=ROOT, timeout=120):
+    """Run `raysweep ARGS` as a user would: a separate process, output captured."""
+    return subprocess.run([sys.executable, "-m", "raysweep", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def cli_on(cluster, *args, timeout=300, wait=True, env=None):
+    """`raysweep ARGS` as a client of a cluster (its address and token in the environment)."""
+    cmd = [sys.executable, "-m", "raysweep", *map(str, args)]
+    env = {**os.environ, **cluster.env(), **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def worker_node_ids(cluster) -> set:
+    return {n["NodeID"] for n in cluster.alive_nodes() if "worker" in n["Resources"]}
+
+
+HEAD = {"name": "t", "task": "digits_mlp", "metric": {"name": "val_loss", "mode": "min"}}
+
+
+def make_spec(parameters, **extra) -> Spec:
+    return Spec.model_validate({**HEAD, "parameters": parameters, **extra})
+
+
+@st.composite
+def numeric_params(draw):
+    dist = draw(st.sampled_from(["uniform", "loguniform", "quniform", "qloguniform", "int", "logint"]))
+    if dist in ("int", "logint"):
+        lo = draw(st.integers(1 if dist == "logint" else -50, 500))
+        return {"distribution": dist, "min": lo, "max": lo + draw(st.integers(1, 5000))}
+    if dist in ("quniform", "qloguniform"):
+        q = 10.0 ** draw(st.integers(-4, 1))
+        lo = draw(st.integers(1 if dist == "qloguniform" else -100, 100))
+        hi = lo + draw(st.integers(1, 1000))
+        return {"distribution": dist, "min": lo * q, "max": hi * q, "q": q}
+    if dist == "loguniform":
+        lo = 10.0 ** draw(st.floats(-8, 2))
+        return {"distribution": dist, "min": lo, "max": lo * 10.0 ** draw(st.floats(0.01, 6))}
+    lo = draw(st.floats(-1e3, 1e3))
+    return {"distribution": dist, "min": lo, "max": lo + draw(st.floats(1e-3, 1e3))}
