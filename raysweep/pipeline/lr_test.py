@@ -10,13 +10,12 @@ import math
 from dataclasses import asdict
 
 from ..spec import Space, Spec, TrainSettings
-from ..spec.check import CONTINUOUS
+from ..spec.distributions import data_of
 from ..sweep.progress import error_line
 from ..sweep.resources import plan
 from ..train.loop import spec_dirs
 from ..train.lr_range import range_test, suggest
 from ..train.optim import scaled_lr
-from .narrow import param_data
 
 
 def effective_lr(space: Space, config: dict, param: str, value: float) -> float:
@@ -41,7 +40,7 @@ def lr_param(spec: Spec) -> str:
     from ..spec import Expr
 
     used = [n for n in sorted(Expr(spec.derived["lr"]).names)
-            if n in spec.parameters and spec.parameters[n].distribution in CONTINUOUS]
+            if n in spec.parameters and spec.parameters[n].family.continuous]
     return used[0] if len(used) == 1 else "lr"
 
 
@@ -60,7 +59,7 @@ def run_lr_test(spec: Spec, log=print) -> dict:
     space = Space(spec)
     param = lr_param(spec)
     p = space.params.get(param)
-    searched = p is not None and p.distribution in CONTINUOUS and p.min > 0 and p.parent is None
+    searched = p is not None and p.family.continuous and p.min > 0 and p.parent is None
     opt = space.params.get("optimizer")
     optimizers = list(opt.values) if opt is not None and opt.is_categorical else [None]
     bases = [typical(space, {"optimizer": o} if o else None) for o in optimizers]
@@ -115,9 +114,6 @@ def with_lr_range(spec: Spec, result: dict | None) -> Spec:
         return spec
     name, (lo, hi) = result["param"], result["range"]
     p = spec.parameters[name]
-    data = {k: param_data(q) for k, q in spec.parameters.items()}
-    new = {"distribution": p.distribution, "min": lo, "max": hi}
-    if p.q is not None:  # keep the bounds on the grid of q
-        new.update(q=p.q, min=max(p.min, math.floor(lo / p.q) * p.q), max=min(p.max, math.ceil(hi / p.q) * p.q))
-    data[name] = new
+    data = {k: data_of(q) for k, q in spec.parameters.items()}
+    data[name] = p.family.bounded(p, lo, hi, lo)
     return spec.derive(parameters=data)

@@ -165,7 +165,7 @@ class Pipeline:
         top = [params_of(space, t.config) for t in pool[:f.top_k]]
         if top:
             spec = narrow_spec(spec, top, f.margin)
-        grid = spec.search.method == "grid" or any(p.distribution == "grid" for p in spec.parameters.values())
+        grid = spec.search.method == "grid" or any(p.family.grid for p in spec.parameters.values())
         method = f.method or ("grid" if grid else "random" if spec.scheduler.type == "pbt" else "hyperopt")
         search = with_search(spec, method=method, num_samples=f.num_samples, points_to_evaluate=[])
         scheduler = self.spec.payload().get("scheduler", {})  # the spec's own (coarse may have added ASHA)

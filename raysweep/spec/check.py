@@ -81,7 +81,7 @@ def _check_conditions(spec, fail):
             if v not in parent.values:
                 fail(path, f"{v!r} is not a value of '{p.parent}'{did_you_mean(v, parent.values)}",
                      allowed(parent.values))
-        if p.distribution == "grid":
+        if p.family.grid:
             fail(("parameters", name, "distribution"), "a grid parameter cannot be conditional",
                  "use `values:` (a choice) for a conditional parameter")
         seen, cur = [name], p.parent
@@ -102,14 +102,8 @@ def _check_train_values(spec, fail):
     for name, p in spec.parameters.items():
         if name not in fields:
             continue
-        if p.distribution == "constant":
-            check_train_value(name, p.value, ("parameters", name, "value"), fail)
-        elif p.is_categorical:
-            for i, v in enumerate(p.values):
-                check_train_value(name, v, ("parameters", name, "values", i), fail)
-        elif p.min is not None:
-            for k in ("min", "max"):
-                check_train_value(name, getattr(p, k), ("parameters", name, k), fail)
+        for where, value in p.family.edges(p):
+            check_train_value(name, value, ("parameters", name, *where), fail)
 
 
 _ADAPTERS: dict = {}
@@ -142,7 +136,7 @@ def _check_expr(source, known, path, fail):
 
 def _check_search(spec, fail):
     s, params = spec.search, spec.parameters
-    grids = [n for n, p in params.items() if p.distribution == "grid"]
+    grids = [n for n, p in params.items() if p.family.grid]
     if s.method == "hyperopt" and grids:
         fail(("parameters", grids[0], "distribution"), "method hyperopt cannot enumerate a grid",
              "use `values:` (a choice) or method: grid")
@@ -180,17 +174,11 @@ def _check_scheduler(spec, known, fail):
                  "mutate unconditional parameters only")
         if p.when is not None:
             fail(path + ("when",), "a mutation cannot be conditional", "remove `when:`")
-        if p.distribution == "grid":
+        if p.family.grid:
             fail(path + ("distribution",), "a mutation cannot be a grid", "use `values:`")
         if name in TrainSettings.model_fields:
-            for k in ("min", "max"):
-                if getattr(p, k) is not None:
-                    check_train_value(name, getattr(p, k), path + (k,), fail)
-            for i, v in enumerate(p.values or []):
-                check_train_value(name, v, path + ("values", i), fail)
-
-
-CONTINUOUS = ("uniform", "loguniform", "quniform", "qloguniform")
+            for where, value in p.family.edges(p):
+                check_train_value(name, value, path + where, fail)
 
 
 def _check_stages(spec, fail):
@@ -202,7 +190,7 @@ def _check_stages(spec, fail):
         if p is None:
             fail(path, f"'{lrt.param}' is not a parameter{did_you_mean(lrt.param, params)}",
                  "name the searched learning-rate parameter, or set set_range: false")
-        if p.distribution not in CONTINUOUS or p.parent is not None or p.min <= 0:
+        if not p.family.continuous or p.parent is not None or p.min <= 0:
             fail(path, f"'{lrt.param}' is a {'conditional ' if p.parent else ''}{p.distribution} parameter; "
                        "the test can only set the range of an unconditional positive continuous one",
                  "make it loguniform, or set set_range: false")

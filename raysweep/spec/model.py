@@ -1,45 +1,20 @@
 """The sweep file as pydantic models: structure, types, defaults and bounds in one place."""
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .distributions import FAMILIES, NAMES, At, Family, infer
+
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "qloguniform", "int", "logint",
-                 "choice", "grid", "normal", "qnormal", "constant")
-# Which keys each distribution takes (besides `distribution` and `when`), and which it requires.
-_TAKES = {
-    "uniform": ({"min", "max"}, {"min", "max"}),
-    "loguniform": ({"min", "max"}, {"min", "max"}),
-    "quniform": ({"min", "max", "q"}, {"min", "max", "q"}),
-    "qloguniform": ({"min", "max", "q"}, {"min", "max", "q"}),
-    "int": ({"min", "max"}, {"min", "max"}),
-    "logint": ({"min", "max"}, {"min", "max"}),
-    "choice": ({"values"}, {"values"}),
-    "grid": ({"values"}, {"values"}),
-    "normal": ({"mu", "sigma"}, set()),
-    "qnormal": ({"mu", "sigma", "q"}, {"q"}),
-    "constant": ({"value"}, {"value"}),
-}
-
-
-class At(ValueError):
-    """A validation error at a sub-field of the model being validated."""
-
-    def __init__(self, field: str | tuple, message: str):
-        super().__init__(message)
-        self.field = (field,) if isinstance(field, (str, int)) else tuple(field)
-
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Param(Strict):
-    distribution: Literal[DISTRIBUTIONS] | None = None
+    distribution: Literal[NAMES] | None = None
     min: int | float | None = None
     max: int | float | None = None
     q: int | float | None = None
@@ -62,59 +37,16 @@ class Param(Strict):
     def _check(self):
         given = self.model_fields_set - {"distribution", "when"}
         if self.distribution is None:  # W&B-style inference
-            if "value" in given:
-                self.distribution = "constant"
-            elif "values" in given:
-                self.distribution = "choice"
-            elif {"min", "max"} <= given:
-                ints = isinstance(self.min, int) and isinstance(self.max, int)
-                self.distribution = "int" if ints and "q" not in given else ("quniform" if "q" in given else "uniform")
-            elif {"mu", "sigma"} & given:
-                self.distribution = "normal"
-            else:
-                raise At("distribution", f"cannot tell the distribution; give one of: {', '.join(DISTRIBUTIONS)}")
-        d = self.distribution
-        takes, needs = _TAKES[d]
-        for extra in sorted(given - takes):
-            raise At(extra, f"'{extra}' does not apply to distribution '{d}'; remove it "
-                            f"(distribution '{d}' takes: {', '.join(sorted(takes))})")
-        for missing in sorted(needs - given):
-            raise At(missing, f"distribution '{d}' needs '{missing}'")
-        if d in ("choice", "grid"):
-            if not self.values:
-                raise At("values", "must list at least one value")
-            seen = []
-            for i, v in enumerate(self.values):
-                if v in seen:
-                    raise At(("values", i), f"duplicate value {v!r}; list each value once")
-                seen.append(v)
-        if {"min", "max"} <= given:
-            for k in ("min", "max"):
-                v = getattr(self, k)
-                if isinstance(v, bool) or not math.isfinite(v):
-                    raise At(k, f"must be a finite number, got {v!r}")
-            if d in ("int", "logint"):
-                for k in ("min", "max"):
-                    v = getattr(self, k)
-                    if float(v) != int(v):
-                        raise At(k, f"distribution '{d}' needs whole numbers, got {v}")
-                    setattr(self, k, int(v))
-            if not self.min < self.max:
-                raise At("max", f"min must be < max (got min={self.min}, max={self.max}); swap or widen them")
-            if d in ("loguniform", "qloguniform", "logint") and self.min <= 0:
-                raise At("min", f"log-scale bounds must be > 0 (got min={self.min}); use e.g. 1e-6")
-        if "q" in given and not (self.q > 0):
-            raise At("q", f"q must be > 0 (got {self.q})")
-        if d in ("quniform", "qloguniform"):
-            if self.q > (self.max - self.min) * (1 + 1e-9):  # float fuzz: 0.4 - 0.1 * 3 < 0.1
-                raise At("q", f"q={self.q} is wider than the range [{self.min}, {self.max}]; use a smaller q")
-            for k in ("min", "max"):
-                ratio = getattr(self, k) / self.q
-                if abs(ratio - round(ratio)) > 1e-9 * max(1.0, abs(ratio)):
-                    raise At(k, f"{k}={getattr(self, k)} is not a multiple of q={self.q}; "
-                                f"use a multiple so every sample stays inside [min, max]")
-        if d in ("normal", "qnormal") and not self.sigma > 0:
-            raise At("sigma", f"sigma must be > 0 (got {self.sigma})")
+            self.distribution = infer(given, {"min": self.min, "max": self.max})
+            if self.distribution is None:
+                raise At("distribution", f"cannot tell the distribution; give one of: {', '.join(NAMES)}")
+        family = self.family
+        for extra in sorted(given - family.takes):
+            raise At(extra, f"'{extra}' does not apply to distribution '{family.name}'; remove it "
+                            f"(distribution '{family.name}' takes: {', '.join(sorted(family.takes))})")
+        for missing in sorted(family.needs - given):
+            raise At(missing, f"distribution '{family.name}' needs '{missing}'")
+        family.check(self)
         if self.when is not None:
             if len(self.when) != 1:
                 raise At("when", "name exactly one parent parameter, e.g. `when: {optimizer: sgd}` "
@@ -133,12 +65,16 @@ class Param(Strict):
         return v if isinstance(v, list) else [v]
 
     @property
+    def family(self) -> Family:
+        return FAMILIES[self.distribution]
+
+    @property
     def is_log(self) -> bool:
-        return self.distribution in ("loguniform", "qloguniform", "logint")
+        return self.family.log
 
     @property
     def is_categorical(self) -> bool:
-        return self.distribution in ("choice", "grid")
+        return self.family.categorical
 
 
 class Metric(Strict):

@@ -1,9 +1,9 @@
-"""The search space of a spec: sampling, grids, conditionals, constraints, derived values, and the
-equivalent Ray Tune and HyperOpt spaces. Sampling uses Ray Tune's own Domain objects."""
+"""The search space of a spec: sampling, grids, conditionals, constraints and derived values. Each
+parameter's family (distributions.py) samples and checks its own values; the HyperOpt and Tune forms
+of a space are built in sweep/."""
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,40 +15,9 @@ from .settings import TrainSettings
 FEASIBILITY_DRAWS = 2000
 
 
-def tune_domain(p: Param):
-    from ray import tune
-
-    d = p.distribution
-    if d == "uniform":
-        return tune.uniform(p.min, p.max)
-    if d == "loguniform":
-        return tune.loguniform(p.min, p.max)
-    if d == "quniform":
-        return tune.quniform(p.min, p.max, p.q)
-    if d == "qloguniform":
-        return tune.qloguniform(p.min, p.max, p.q)
-    if d == "int":
-        return tune.randint(p.min, p.max + 1)  # Tune's upper bound is exclusive; ours is inclusive
-    if d == "logint":
-        return tune.lograndint(p.min, p.max + 1)
-    if d in ("choice", "grid"):
-        return tune.choice(p.values)
-    if d == "normal":
-        return tune.randn(p.mu, p.sigma)
-    if d == "qnormal":
-        return tune.qrandn(p.mu, p.sigma, p.q)
-    raise ValueError(d)
-
-
 def clean(p: Param, value):
-    """Native Python types, with quantised floats snapped to their grid (hyperopt returns numpy floats)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if p.distribution in ("int", "logint"):
-        return int(round(value))
-    if p.q is not None and p.distribution != "constant":
-        value = float(f"{round(value / p.q) * p.q:.12g}")
-    return value
+    """A native value on the parameter's grid (hyperopt and Tune return numpy floats)."""
+    return p.family.clean(p, value)
 
 
 @dataclass
@@ -65,9 +34,7 @@ class Space:
         self.constraints = [Expr(c) for c in spec.constraints]
         self.derived = {k: Expr(v) for k, v in spec.derived.items()}
         self.grid_names = [n for n, p in self.params.items()
-                           if p.distribution == "grid" or (spec.search.method == "grid" and p.distribution == "choice"
-                                                           and p.parent is None)]
-        self._domains = {n: tune_domain(p) for n, p in self.params.items() if p.distribution != "constant"}
+                           if p.family.grid or (spec.search.method == "grid" and p.is_categorical and p.parent is None)]
 
     @staticmethod
     def _ordered(params: dict[str, Param]):
@@ -94,17 +61,12 @@ class Space:
         for name, p in self.params.items():
             if not self.is_active(name, config):
                 continue
-            if fixed and name in fixed:
-                config[name] = fixed[name]
-            elif p.distribution == "constant":
-                config[name] = p.value
-            else:
-                config[name] = pick(name, p)
+            config[name] = fixed[name] if fixed and name in fixed else pick(p)
         return config
 
     def sample(self, rng: np.random.Generator, fixed: dict | None = None) -> dict:
         """One draw of the parameters (inactive conditionals left out); `fixed` pins some values."""
-        return self._walk(lambda name, p: clean(p, self._domains[name].sample(random_state=rng)), fixed)
+        return self._walk(lambda p: p.family.sample(p, rng), fixed)
 
     def grid(self) -> list[dict]:
         """Every combination of the enumerated (grid) parameters."""
@@ -151,13 +113,7 @@ class Space:
 
     def center(self, fixed: dict | None = None) -> dict:
         """A typical config: each range's middle (geometric for log scale), each choice's middle value."""
-        def middle(name, p):
-            if p.is_categorical:
-                return p.values[len(p.values) // 2]
-            if p.min is None:
-                return clean(p, p.mu)
-            return clean(p, math.sqrt(p.min * p.max) if p.is_log else (p.min + p.max) / 2)
-        return self._walk(middle, fixed)
+        return self._walk(lambda p: p.family.center(p), fixed)
 
     def contains(self, config: dict) -> bool:
         """Whether a config (parameters only) could have come from this space: active parameters
@@ -168,11 +124,7 @@ class Space:
                 return False
             if not active:
                 continue
-            v = config[name]
-            if p.distribution == "constant" and v != p.value or p.is_categorical and v not in p.values:
-                return False
-            tol = 1e-9 * max(1.0, abs(p.max or 0))  # quantised values snap to k*q: float fuzz at the bounds
-            if p.min is not None and not p.min - tol <= v <= p.max + tol:
+            if not p.family.contains(p, config[name]):
                 return False
         return self.violated(config) is None
 
@@ -209,110 +161,5 @@ class Space:
             rejection.by_constraint[bad.source] = rejection.by_constraint.get(bad.source, 0) + 1
         return rejection
 
-    # ---- other libraries' spaces -------------------------------------------------------------
 
-    def tune_space(self) -> dict:
-        """A Ray Tune param_space: grid parameters as grid_search, conditionals as sample_from
-        (None where inactive). Constraints cannot be expressed here; raysweep's searchers apply them."""
-        from ray import tune
-
-        space = {}
-        for name, p in self.params.items():
-            if name in self.grid_names:
-                space[name] = tune.grid_search(p.values)
-            elif p.parent is None:
-                space[name] = p.value if p.distribution == "constant" else self._domains[name]
-            else:
-                space[name] = tune.sample_from(_Conditional(name, p, self._domains.get(name)))
-        return space
-
-    def hyperopt_space(self) -> dict:
-        """HyperOpt's native space: a conditional parameter lives inside its parent's `hp.choice` branch."""
-        return {n: self._hp(n, "") for n, p in self.params.items() if p.parent is None}
-
-    def _hp(self, name: str, prefix: str):
-        from hyperopt import hp
-
-        p, label = self.params[name], prefix + name
-        d = p.distribution
-        if p.is_categorical:
-            kids = self.children(name)
-            if not kids:
-                return hp.choice(label, list(p.values))
-            return hp.choice(label, [
-                {name: v, **{k: self._hp(k, f"{label}={v}/") for k in kids if v in self.params[k].parent_values}}
-                for v in p.values
-            ])
-        if d == "constant":
-            return p.value
-        if d == "uniform":
-            return hp.uniform(label, p.min, p.max)
-        if d == "loguniform":
-            return hp.loguniform(label, math.log(p.min), math.log(p.max))
-        if d == "quniform":
-            return hp.quniform(label, p.min, p.max, p.q)
-        if d == "qloguniform":
-            return hp.qloguniform(label, math.log(p.min), math.log(p.max), p.q)
-        if d == "int":
-            return hp.randint(label, p.min, p.max + 1)
-        if d == "logint":
-            return hp.qloguniform(label, math.log(p.min), math.log(p.max), 1)
-        if d == "normal":
-            return hp.normal(label, p.mu, p.sigma)
-        if d == "qnormal":
-            return hp.qnormal(label, p.mu, p.sigma, p.q)
-        raise ValueError(d)
-
-    def hyperopt_point(self, config: dict) -> dict:
-        """A flat config as HyperOpt's trial vals: label -> value, choices as indices."""
-        point = {}
-
-        def visit(name, prefix):
-            p, label = self.params[name], prefix + name
-            if name not in config or p.distribution == "constant":
-                return
-            value = config[name]
-            if p.is_categorical:
-                point[label] = p.values.index(value)
-                for kid in self.children(name):
-                    if value in self.params[kid].parent_values:
-                        visit(kid, f"{label}={value}/")
-            else:
-                point[label] = value
-
-        for n, p in self.params.items():
-            if p.parent is None:
-                visit(n, "")
-        return point
-
-    def from_hyperopt(self, sample: dict) -> dict:
-        """Flatten HyperOpt's nested choice branches back to one config of native values."""
-        flat: dict = {}
-
-        def walk(d):
-            for k, v in d.items():
-                if isinstance(v, dict):
-                    walk(v)
-                else:
-                    flat[k] = v
-
-        walk(sample)
-        return {n: clean(p, flat[n]) for n, p in self.params.items() if n in flat}
-
-
-class _Conditional:
-    """tune.sample_from callable for a conditional parameter (picklable, unlike a lambda)."""
-
-    def __init__(self, name, param, domain):
-        self.name, self.param, self.domain = name, param, domain
-
-    def __call__(self, config):
-        parent = config.get(self.param.parent)
-        if parent is None or parent not in self.param.parent_values:
-            return None
-        if self.domain is None:
-            return self.param.value
-        return clean(self.param, self.domain.sample())
-
-
-__all__ = ["Space", "tune_domain", "clean", "ExprError"]
+__all__ = ["Space", "clean", "ExprError"]

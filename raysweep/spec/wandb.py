@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import math
 
+from .distributions import NAMES as DISTRIBUTIONS
 from .errors import SpecError, did_you_mean
-from .model import DISTRIBUTIONS
 from .yaml_io import locate
 
 _WANDB_ONLY = {"early_terminate", "program", "command", "run_cap", "entity", "project"}

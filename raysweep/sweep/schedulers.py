@@ -10,7 +10,6 @@ from ray.tune.schedulers import (
 )
 
 from ..spec import Spec
-from ..spec.space import tune_domain
 
 
 def build_fifo(spec: Spec, epochs: int):
@@ -49,7 +48,6 @@ class FeasibleExplore:
         import numpy as np
 
         from ..spec import Space
-        from ..spec.space import clean
         from .trainable import suggestion
 
         spec = Spec.model_validate(self.payload)
@@ -59,13 +57,13 @@ class FeasibleExplore:
             if space.violated({k: v for k, v in flat.items() if k in space.params}) is None:
                 return config
             for name, p in spec.scheduler.mutations.items():
-                config[name] = clean(p, tune_domain(p).sample(random_state=rng))
+                config[name] = p.family.sample(p, rng)
         return config
 
 
 def build_pbt(spec: Spec, epochs: int):
     s = spec.scheduler
-    mutations = {name: (p.values if p.is_categorical else tune_domain(p)) for name, p in s.mutations.items()}
+    mutations = {name: p.family.tune(p) for name, p in s.mutations.items()}
     return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=s.perturbation_interval,
                                    hyperparam_mutations=mutations, resample_probability=s.resample_probability,
                                    quantile_fraction=s.quantile_fraction, custom_explore_fn=FeasibleExplore(spec))

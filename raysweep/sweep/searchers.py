@@ -7,6 +7,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.hyperopt import HyperOptSearch
 
 from ..spec import Space, Spec
+from .hyperopt_space import from_hyperopt, hyperopt_point, hyperopt_space
 
 
 class ListSearcher(Searcher):
@@ -55,7 +56,7 @@ class ConstrainedHyperOpt(HyperOptSearch):
 
     def __init__(self, space: Space, metric: str, mode: str, seed: int, n_initial_points: int,
                  points_to_evaluate: list[dict] = (), evaluated: list[tuple[dict, float]] = ()):
-        super().__init__(space=space.hyperopt_space(), metric=metric, mode=mode, random_state_seed=seed,
+        super().__init__(space=hyperopt_space(space), metric=metric, mode=mode, random_state_seed=seed,
                          n_initial_points=n_initial_points)
         self.rs_space = space
         self.rejected = 0
@@ -69,8 +70,8 @@ class ConstrainedHyperOpt(HyperOptSearch):
 
         # Tune hands out initial points from the front of the list, last first: reverse them so they
         # run in the given order; results already known go after them, marked done
-        vals = [self.rs_space.hyperopt_point(c) for c in reversed(points)] + \
-               [self.rs_space.hyperopt_point(c) for c, _ in evaluated]
+        vals = [hyperopt_point(self.rs_space, c) for c in reversed(points)] + \
+               [hyperopt_point(self.rs_space, c) for c, _ in evaluated]
         self._hpopt_trials = generate_trials_to_calculate(vals)
         for trial, (_, value) in zip(self._hpopt_trials._dynamic_trials[len(points):], evaluated, strict=False):  # .trials copies
             trial["state"] = JOB_STATE_DONE
@@ -93,7 +94,7 @@ class ConstrainedHyperOpt(HyperOptSearch):
             config = super().suggest(trial_id)
             if config is None or config == Searcher.FINISHED:
                 return config
-            if self.rs_space.violated(self.rs_space.from_hyperopt(config)) is None:
+            if self.rs_space.violated(from_hyperopt(self.rs_space, config)) is None:
                 return config
             self.rejected += 1
             self._process_result(trial_id, {self.metric: math.nan})  # tell TPE: bad region

@@ -5,6 +5,7 @@ from ..spec import Space, Spec
 from ..train import Run, train
 from ..train.device import local_device
 from . import storage
+from .hyperopt_space import from_hyperopt
 from .resources import plan
 
 PBT_KEY = "__config"  # PBT allows no searcher: its configs arrive as a grid over whole configs
@@ -15,7 +16,7 @@ def suggestion(config: dict, space: Space, nested: bool) -> dict:
     presampled config with PBT's (possibly mutated) top-level keys over it."""
     if PBT_KEY in config:
         return {**config[PBT_KEY], **{k: v for k, v in config.items() if k != PBT_KEY}}
-    return space.from_hyperopt(config) if nested else config
+    return from_hyperopt(space, config) if nested else config
 
 
 class FromConfig:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ray.tune.search.variant_generator import generate_variants
 
 from raysweep.spec import Space, load_spec
+from raysweep.sweep.hyperopt_space import from_hyperopt, hyperopt_space
 from tests.support import ROOT, make_spec, numeric_params
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -96,9 +97,9 @@ def expected_keys(space, config) -> set:
 def test_conditional_parameters_appear_exactly_when_their_condition_holds(params, seed):
     space = Space(make_spec(params, search={"method": "random"}))
     rng = np.random.default_rng(seed)
-    hp_space = space.hyperopt_space()
+    hp_space = hyperopt_space(space)
     for _ in range(30):
-        for config in (space.sample(rng), space.from_hyperopt(hyperopt.pyll.stochastic.sample(hp_space, rng=rng))):
+        for config in (space.sample(rng), from_hyperopt(space, hyperopt.pyll.stochastic.sample(hp_space, rng=rng))):
             assert set(config) == expected_keys(space, config)
 
 
@@ -168,13 +169,14 @@ def test_hyperopt_tune_and_raysweep_samplers_share_one_support(file):
     rng = np.random.default_rng(0)
     n = 600
     ours = [space.sample(rng) for _ in range(n)]
-    hp_space = space.hyperopt_space()
-    hyperopt_samples = [space.from_hyperopt(hyperopt.pyll.stochastic.sample(hp_space, rng=rng)) for _ in range(n)]
-    tune_space = space.tune_space()
-    tune_samples = []
-    for _ in range(n):
-        for _, config in generate_variants(tune_space):
-            tune_samples.append({k: v for k, v in config.items() if v is not None})
+    hp_space = hyperopt_space(space)
+    hyperopt_samples = [from_hyperopt(space, hyperopt.pyll.stochastic.sample(hp_space, rng=rng)) for _ in range(n)]
+    # each family's Tune domain (PBT resamples mutations from it), over the keys our draws have
+    domains = {n: p.family.tune(p) for n, p in space.params.items()}
+    draw = {n: (lambda d=d, p=p: p.family.clean(p, d.sample()) if hasattr(d, "sample")
+                else d[int(rng.integers(len(d)))] if isinstance(d, list) else d) for (n, p), d in
+            zip(space.params.items(), domains.values(), strict=True)}
+    tune_samples = [{k: draw[k]() for k in config} for config in ours]
     reference = support(ours, space)
     assert support(hyperopt_samples, space) == reference
     assert support(tune_samples, space) == reference

@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from raysweep.spec import Space, Spec
+from raysweep.sweep.hyperopt_space import from_hyperopt
 from raysweep.sweep.searchers import ConstrainedHyperOpt, build_list
 
 HEAD = {"name": "t", "task": "digits_mlp", "metric": {"name": "val_loss", "mode": "min"}}
@@ -17,7 +18,7 @@ def drive(searcher, space, objective, n):
     """Ask for n trials one by one, report objective(config), return the flat configs in order."""
     seen = []
     for i in range(n):
-        config = space.from_hyperopt(searcher.suggest(f"t{i}"))
+        config = from_hyperopt(space, searcher.suggest(f"t{i}"))
         seen.append(config)
         searcher.on_trial_complete(f"t{i}", {"val_loss": objective(config)})
     return seen
@@ -56,7 +57,7 @@ def test_tpe_takes_starting_points_and_earlier_results():
     points = [{"opt": "sgd", "momentum": 0.9, "lr": 0.01}, {"opt": "adam", "lr": 0.001}]
     earlier = [({"opt": "adam", "lr": 0.002}, 0.1), ({"opt": "sgd", "momentum": 0.95, "lr": 0.05}, 0.5)]
     searcher = ConstrainedHyperOpt(space, "val_loss", "min", 0, 5, points, earlier)
-    first = [space.from_hyperopt(searcher.suggest(f"p{i}")) for i in range(2)]
+    first = [from_hyperopt(space, searcher.suggest(f"p{i}")) for i in range(2)]
     assert first == points  # starting points run first, in order, with their conditional values
     losses = sorted(x for x in searcher._hpopt_trials.losses() if x is not None)
     assert losses == [0.1, 0.5]  # earlier results are known to TPE without being re-run
