@@ -223,7 +223,7 @@ def trial_config(spec, values: dict, seed: int) -> dict:
     known = set(space.params) | set(spec.fixed) | set(spec.derived) | set(TRAIN_KEYS) | set(task.params)
     for name in values:
         if name not in known:
-            raise SpecError(f"--set {name}: not a parameter or setting{did_you_mean(name, known)}", spec._file,
+            raise SpecError(f"--set {name}: not a parameter or setting{did_you_mean(name, known)}", spec.file,
                             fix="set a parameter, a trainer setting or a task setting")
     for name, value in values.items():
         if name in TRAIN_KEYS:
@@ -241,7 +241,7 @@ def trial_config(spec, values: dict, seed: int) -> dict:
 
 
 def _raise(message, spec, fix=None):
-    raise SpecError(message, spec._file, fix=fix)
+    raise SpecError(message, spec.file, fix=fix)
 
 
 def summary(spec) -> str:

@@ -128,7 +128,7 @@ class Session:
         for where, field in ((runs_dir, None), (storage_path, "storage_path")):
             why = where and storage.check_writable(where)
             if why:
-                raise SpecError(f"cannot write results to {where} ({why})", getattr(spec, "_file", None),
+                raise SpecError(f"cannot write results to {where} ({why})", spec.file,
                                 path=field, fix="check the bucket or folder exists and the credentials (AWS_* for "
                                 "s3://), or choose another" + (" storage_path" if field else " --runs-dir"))
         connect_ray(address, log_file)
@@ -226,8 +226,8 @@ class Session:
             client.update_run(run_id, "RUNNING")
         else:
             client.set_tag(run_id, "raysweep.kind", "pipeline")
-            if getattr(spec, "_file", None):
-                client.log_artifact(run_id, spec._file)
+            if spec.file:
+                client.log_artifact(run_id, spec.file)
             client.log_text(run_id, yaml.safe_dump(spec.payload(), sort_keys=False), "spec_resolved.yaml")
         return run_id
 

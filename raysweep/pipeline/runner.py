@@ -20,6 +20,7 @@ import yaml
 
 from ..spec import Space, Spec, SpecError
 from ..spec.model import STAGES
+from ..spec.objective import score
 from ..sweep import StageResult, TrialRecord, stage_dir, storage
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
@@ -86,7 +87,7 @@ class Pipeline:
                 self.state = json.load(f)
             if self.state["spec"] != digest:
                 raise SpecError(f"{self.state_dir} holds a pipeline of a different version of this spec",
-                                getattr(self.spec, "_file", None),
+                                self.spec.file,
                                 fix="add --fresh to start over, or use another --runs-dir")
             return self.state
         self.clear()
@@ -235,7 +236,7 @@ class Pipeline:
         summary["warning"] = warning(summary)
         summary["path"] = result.path
         best_seed = max((s for s, v in winner["values"].items() if v is not None and math.isfinite(v)),
-                        key=lambda s: winner["values"][s] * (1 if spec.metric.mode == "max" else -1))
+                        key=lambda s: score(winner["values"][s], spec.metric.mode))
         summary["chosen"] = {**winner["config"], "seed": int(best_seed)}
         for s in summary["ranked"]:
             ci = f" [{s['ci95'][0]:.4g}, {s['ci95'][1]:.4g}]" if s["ci95"] else ""
@@ -284,7 +285,7 @@ class Pipeline:
                             f"seeds_{spec.metric.name}_ci95": s["ci95"], "seeds_ranking_stable": s["stable"]})
         payload = spec.payload()
         data = {"name": f"{spec.name}_best",
-                "description": f"chosen by raysweep run from {getattr(spec, '_file', spec.name)} "
+                "description": f"chosen by raysweep run from {spec.file or spec.name} "
                                f"on {time.strftime('%Y-%m-%d %H:%M')}",
                 "task": spec.task, "metric": {"name": spec.metric.name, "mode": spec.metric.mode},
                 "fixed": {k: v for k, v in config.items() if k not in spec.derived},

@@ -6,6 +6,8 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
+from ..spec.objective import score
+
 
 @dataclass
 class ConfigStats:
@@ -44,13 +46,12 @@ def summarize(configs: list[dict], runs: list[tuple[int, int, float | None]], mo
         elif finite:
             mean = finite[0]
         stats.append(ConfigStats(i, config, values, mean, std, ci, len(values) - len(finite)))
-    sign = 1 if mode == "min" else -1
-    ranked = sorted(stats, key=lambda s: (s.diverged > 0, s.mean is None, sign * (s.mean or 0)))
+    ranked = sorted(stats, key=lambda s: (s.diverged > 0, s.mean is None, -score(s.mean or 0, mode)))
     winner = ranked[0]
     seeds = sorted({seed for _, seed, _ in runs})
     wins = 0
     for seed in seeds:
-        on_seed = [(sign * s.values[seed], s.config_id) for s in stats
+        on_seed = [(-score(s.values[seed], mode), s.config_id) for s in stats
                    if s.values.get(seed) is not None and math.isfinite(s.values[seed])]
         wins += bool(on_seed) and min(on_seed)[1] == winner.config_id
     overlap = [s.config_id for s in ranked[1:] if s.ci95 and winner.ci95 and

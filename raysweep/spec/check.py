@@ -3,20 +3,15 @@ from __future__ import annotations
 
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import SpecError, allowed, did_you_mean
+from .errors import allowed, did_you_mean
 from .expr import Expr, ExprError
 from .model import NAME_RE, Spec
 from .settings import BUILTIN_TASKS, TRAIN_KEYS, TrainSettings
-from .yaml_io import dotted, locate
 
 
 def check_spec(spec: Spec) -> None:
-    positions = getattr(spec, "_positions", {})
-    file = getattr(spec, "_file", None)
-
     def fail(path, message, fix=None):
-        f, line, col = locate(positions, path)
-        raise SpecError(message, f or file, line, col, dotted(path), fix)
+        raise spec.error(path, message, fix)
 
     params = spec.parameters
     _check_task(spec, fail)

@@ -89,7 +89,7 @@ def load_spec(file: str | Path, overrides: list[str] = ()) -> Spec:
         spec = Spec.model_validate(copy.deepcopy(data))
     except ValidationError as e:
         raise _one_line(e, data, positions, str(file)) from None
-    spec._file, spec._positions = str(file), positions
+    spec.located(str(file), positions)
     check_spec(spec)
     return spec
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .distributions import FAMILIES, NAMES, At, Family, infer
+from .errors import SpecError
+from .yaml_io import dotted, locate
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class Strict(BaseModel):
@@ -249,6 +251,9 @@ class Tracking(Strict):
 
 
 class Spec(Strict):
+    # where it was read from: the file, and each key's (file, line, column) for errors that point there
+    _file: str | None = PrivateAttr(None)
+    _positions: dict = PrivateAttr(default_factory=dict)
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     extends: str | None = None
@@ -272,12 +277,32 @@ class Spec(Strict):
         """Plain data that validates back to an equal Spec (for shipping to Ray workers)."""
         return self.model_dump(mode="json", exclude_unset=True)
 
+    def __eq__(self, other) -> bool:  # the same content, wherever it was read from
+        return isinstance(other, Spec) and self.model_dump() == other.model_dump()
+
+    __hash__ = None
+
+    @property
+    def file(self) -> str | None:
+        return self._file
+
+    @property
+    def positions(self) -> dict:
+        return self._positions
+
+    def located(self, file: str | None, positions: dict) -> Spec:
+        self._file, self._positions = file, positions
+        return self
+
+    def error(self, path: tuple, message: str, fix: str | None = None) -> SpecError:
+        """A one-line error at `path`, with the file:line:col the key was read from."""
+        f, line, col = locate(self._positions, path)
+        return SpecError(message, f or self._file, line, col, dotted(path), fix)
+
     def derive(self, **sections) -> Spec:
         """A validated copy with whole sections replaced (given as plain data). Keeps the file it
-        came from, where user tasks are looked up."""
-        spec = Spec.model_validate({**self.payload(), **sections})
-        spec._file, spec._positions = getattr(self, "_file", None), {}
-        return spec
+        came from (where user tasks are looked up) and the positions of its keys."""
+        return Spec.model_validate({**self.payload(), **sections}).located(self._file, self._positions)
 
     @model_validator(mode="after")
     def _method_alias(self):

@@ -10,6 +10,8 @@ import time
 
 from ray.tune import Callback
 
+from ..spec.objective import better
+
 
 def decision(last: dict | None, errored: bool = False) -> str:
     """How a trial ended: completed, early_stopped (patience), target_reached, diverged, stopped
@@ -99,7 +101,7 @@ class Progress(Callback):
     def _better(self, value):
         if value is None or not math.isfinite(value):
             return False
-        return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+        return self.best is None or better(value, self.best, self.mode)
 
     def line(self) -> str:
         done = sum(self.counts.values())

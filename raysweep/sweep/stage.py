@@ -3,11 +3,11 @@ resume the Tuner, and hand back plain records (no Ray objects leave this module)
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 
 from ..spec import Space, Spec, SpecError
+from ..spec.objective import ranked
 from ..spec.settings import TrainSettings
 from ..train import Run
 from . import storage
@@ -42,8 +42,7 @@ class StageResult:
     trials: list[TrialRecord]
 
     def ranked(self) -> list[TrialRecord]:
-        scored = [t for t in self.trials if t.value is not None and math.isfinite(t.value)]
-        return sorted(scored, key=lambda t: t.value, reverse=self.mode == "max")
+        return ranked(self.trials, self.mode, lambda t: t.value)
 
     @property
     def best(self) -> TrialRecord | None:
@@ -75,7 +74,7 @@ def check_resources(spec: Spec) -> None:
         return
     why = unsatisfiable(plan(spec.resources), ray_nodes() + extra)
     if why:
-        raise SpecError(why, getattr(spec, "_file", None), path="resources",
+        raise SpecError(why, spec.file, path="resources",
                         fix="or run on a cluster that has them (--address)")
 
 

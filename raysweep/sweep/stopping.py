@@ -6,6 +6,8 @@ import math
 from ray.tune import Callback
 from ray.tune.stopper import Stopper
 
+from ..spec.objective import best, better, gain
+
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
@@ -20,7 +22,7 @@ class TargetStopper(Stopper):
     def __call__(self, trial_id, result):
         value = result.get(self.metric)
         if _finite(value):
-            self.reached |= value <= self.target if self.mode == "min" else value >= self.target
+            self.reached |= not better(self.target, value, self.mode)
         return False
 
     def stop_all(self):
@@ -28,18 +30,16 @@ class TargetStopper(Stopper):
 
 
 def plateaued(values: list, mode: str, window: int, min_improvement: float) -> bool:
-    """Guide 002's rule: the last `window` finished trials (in finishing order; None = no score)
+    """The stop rule: the last `window` finished trials (in finishing order; None = no score)
     improved the best of those before them by less than `min_improvement`, as a fraction."""
     if len(values) <= window:
         return False
-    pick = min if mode == "min" else max
     before = [v for v in values[:-window] if _finite(v)]
     if not before:
         return False
-    old = pick(before)
-    new = pick([old] + [v for v in values[-window:] if _finite(v)])
-    gain = (old - new) if mode == "min" else (new - old)
-    return gain < min_improvement * (abs(old) if old else 1.0)
+    old = best(before, mode)
+    new = best([old] + [v for v in values[-window:] if _finite(v)], mode)
+    return gain(old, new, mode) < min_improvement * (abs(old) if old else 1.0)
 
 
 class PlateauStopper(Callback, Stopper):

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from ..spec.objective import better
 from ..spec.settings import TrainSettings
 from . import checkpoint
 from .device import precision_for
@@ -56,7 +57,7 @@ class Run:
 
 
 def spec_dirs(spec) -> tuple:
-    file = getattr(spec, "_file", None)
+    file = spec.file
     return (os.path.dirname(os.path.abspath(file)),) if file else ()
 
 
@@ -71,7 +72,7 @@ class Result:
 def _better(a: float, b: float | None, mode: str, min_delta: float = 0.0) -> bool:
     if b is None:
         return True
-    return a < b - min_delta if mode == "min" else a > b + min_delta
+    return better(a, b, mode, min_delta)
 
 
 @torch.no_grad()

@@ -2,10 +2,9 @@
 every name the spec sets is read by the trainer, the task, or a derived expression."""
 from __future__ import annotations
 
-from ..spec import Expr, Spec, SpecError
+from ..spec import Expr, Spec
 from ..spec.errors import allowed, did_you_mean
 from ..spec.settings import TRAIN_KEYS
-from ..spec.yaml_io import dotted, locate
 from .loop import spec_dirs
 from .tasks import Task, get_task
 
@@ -15,11 +14,8 @@ def reported_metrics(task: Task) -> list[str]:
 
 
 def check_task(spec: Spec) -> Task:
-    positions, file = getattr(spec, "_positions", {}), getattr(spec, "_file", None)
-
     def fail(path, message, fix=None):
-        f, line, col = locate(positions, path)
-        raise SpecError(message, f or file, line, col, dotted(path), fix)
+        raise spec.error(path, message, fix)
 
     try:
         task = get_task(spec.task, spec_dirs(spec))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ray.tune.search.variant_generator import generate_variants
 
 from raysweep.spec import Space, load_spec
 from raysweep.sweep.hyperopt_space import from_hyperopt, hyperopt_space
