@@ -37,6 +37,7 @@ def main():
     from raysweep.session import Session, connect_ray
     from raysweep.spec import Spec
     from raysweep.sweep import run_stage
+    from raysweep.tracking import Tracker
 
     connect_ray(None)
     epochs, trials = args.epochs, args.trials
@@ -57,12 +58,12 @@ def main():
         "search": {"method": "random", "num_samples": trials}, "stopping": {"max_epochs": epochs},
         "resources": {"cpus_per_worker": 0.25}, "fixed": {"batch_size": 32},
         "parameters": {"lr": {"distribution": "loguniform", "min": 1e-3, "max": 1e-1}}})
-    spec._file = os.path.join(HERE, "bench.yaml")  # the task module sits beside it
+    spec.located(os.path.join(HERE, "bench.yaml"), {})  # the task module sits beside it
 
     def time_raysweep(name, tracked):
         start = time.perf_counter()
         if tracked:
-            session = Session(tmp, f"sqlite:///{tmp}/mlflow.db", "bench")
+            session = Session(tmp, Tracker(f"sqlite:///{tmp}/mlflow.db", "bench"))
             session.stage(spec, name, quiet=True)
         else:
             run_stage(spec, name, os.path.join(tmp, "ray"), quiet=True)

@@ -23,14 +23,16 @@ def load_checked(file, overrides=()):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"raysweep: {message}", file=console.err())
+    console.error(f"raysweep: {message}")
     sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="raysweep")
-def cli():
+@click.option("-v", "--verbose", count=True, help="Show raysweep's diagnostics (-vv: more).")
+def cli(verbose):
     """Staged hyperparameter sweeps for PyTorch on Ray Tune, tracked in MLflow."""
+    console.verbose(verbose)
 
 
 @cli.command()
@@ -43,10 +45,10 @@ def validate(files, overrides):
         try:
             spec = load_checked(file, overrides)
         except SpecError as e:
-            click.echo(str(e), err=True)
+            console.error(str(e))
             bad += 1
             continue
-        click.echo(f"{file}: ok: {summary(spec)}")
+        console.say(f"{file}: ok: {summary(spec)}")
     sys.exit(2 if bad else 0)
 
 
@@ -64,7 +66,7 @@ def show(file, num, seed, overrides):
     spec = load_checked(file, overrides)
     space = Space(spec)
     resolved = spec.model_dump(mode="json", exclude_none=True, exclude={"extends", "method"})
-    click.echo(f"# {file} resolved\n" + yaml.safe_dump(resolved, sort_keys=False), nl=False)
+    console.say(f"# {file} resolved\n" + yaml.safe_dump(resolved, sort_keys=False), end="")
     rng = np.random.default_rng(seed)
     points = space.grid()
     samples = []
@@ -73,7 +75,7 @@ def show(file, num, seed, overrides):
         if config is None:
             _fail(f"{file}: constraints: no feasible config found for sample {i + 1}")
         samples.append(space.with_derived(config))
-    click.echo(f"# {num} sampled trial configs (derived values applied)\n" + yaml.safe_dump(samples, sort_keys=False), nl=False)
+    console.say(f"# {num} sampled trial configs (derived values applied)\n" + yaml.safe_dump(samples, sort_keys=False), end="")
 
 
 @cli.command("train")
@@ -98,19 +100,19 @@ def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
     config = trial_config(spec, trial_sets, seed)
     run = Run.from_spec(spec, **({"epochs": epochs} if epochs else {}), evaluate_test=evaluate_test)
     out = out or f"runs/{spec.name}/train-{time.strftime('%Y%m%d-%H%M%S')}"
-    click.echo("config: " + yaml.safe_dump(config, default_flow_style=True, width=10_000).strip())
+    console.say("config: " + yaml.safe_dump(config, default_flow_style=True, width=10_000).strip())
     kept = {}
 
     def report(metrics, checkpoint_dir):
         shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
                          if k in ("epoch", "train_loss", "val_loss", spec.metric.name, "lr", "epoch_seconds", "status",
                                   "test_loss", "test_accuracy", "test_perplexity"))
-        click.echo(shown)
+        console.say(shown)
         if checkpoint_dir:
             shutil.rmtree(out, ignore_errors=True)
             kept["path"] = shutil.copytree(checkpoint_dir, out)
         if metrics.get("status") == "diverged":
-            click.echo(f"diverged: {metrics['diverged_reason']}")
+            console.say(f"diverged: {metrics['diverged_reason']}")
 
     from .sweep.resources import plan
 
@@ -123,7 +125,7 @@ def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
     else:
         _train_ddp(spec, config, run, p, report, address)
     if "path" in kept:
-        click.echo(f"checkpoint: {kept['path']}")
+        console.say(f"checkpoint: {kept['path']}")
 
 
 @cli.command("sweep")
@@ -163,11 +165,27 @@ def run_command(file, overrides, until, fresh, address, runs_dir, tracking_uri, 
     try:
         done = session.pipeline(spec, until=until, fresh=fresh)
     except PipelineError as e:
-        click.echo(f"raysweep: {e}", err=True)
+        console.error(f"raysweep: {e}")
         sys.exit(1)
-    click.echo(f"\npipeline {spec.name}: finished {', '.join(done)}")
+    console.say(f"\npipeline {spec.name}: finished {', '.join(done)}")
     if "final" in done:
-        click.echo(f"best config: {done['final']['best_config']}")
+        console.say(f"best config: {done['final'].best_config}")
+    session.where()
+
+
+@cli.command("sync")
+@click.argument("file")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a spec key.")
+@click.option("--address", envvar="RAY_ADDRESS", help="Ray cluster (`auto` for the local one).")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where the sweep's results are.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, sqlite under runs).")
+@click.option("--experiment", help="MLflow experiment (default: spec's tracking.experiment, else its name).")
+def sync_command(file, overrides, address, runs_dir, tracking_uri, experiment):
+    """Write to MLflow what an earlier run of this spec could not (MLflow was down at a stage's end)."""
+    spec = load_checked(file, overrides)
+    session = start_session(spec, address, runs_dir, tracking_uri, experiment)
+    synced = session.sync(spec)
+    console.say(f"synced: {', '.join(synced)}" if synced else "nothing was pending")
     session.where()
 
 
@@ -257,7 +275,7 @@ def main(argv=None) -> None:
     try:
         cli.main(args=argv, prog_name="raysweep", standalone_mode=False)
     except SpecError as e:
-        click.echo(str(e), file=console.err())
+        console.error(str(e))
         sys.exit(2)
     except (ExprError, ConfigError, ClusterError) as e:  # a bad value, or a cluster that cannot be used
         _fail(str(e))
@@ -276,6 +294,6 @@ def main(argv=None) -> None:
         import traceback
 
         traceback.print_exc()  # into the log file, beside Ray's
-        click.echo(f"raysweep: {type(e).__name__}: {e}".splitlines()[0], file=console.err())
-        click.echo("raysweep: the traceback is in Ray's log file (runs/logs/)", file=console.err())
+        console.error(f"raysweep: {type(e).__name__}: {e}".splitlines()[0])
+        console.error("raysweep: the traceback is in Ray's log file (runs/logs/)")
         sys.exit(1)

@@ -1,23 +1,22 @@
-"""Wiring for the commands that run sweeps: Ray connection, storage, MLflow, stages, summaries.
-The only module besides the CLI that knows every layer."""
+"""Wiring for the commands that run sweeps: Ray connection, storage, the MLflow tracker, stages and
+the pipeline. It writes nothing to MLflow itself (tracking/ does) and prints through console."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 
-import yaml
-
 from . import console
+from .report.plots import lr_range_plot
 from .report.table import top_table
 from .spec import Spec, SpecError
+from .spec.model import STAGES
 from .sweep import StageResult, check_resources, run_stage, stage_dir, storage
 from .sweep.resources import ClusterError
 from .sweep.storage import STORAGE_VAR
-from .tracking import MlflowTracker
+from .tracking import Tracker, pending
 from .tracking import tracking_uri as default_tracking_uri
 
 
@@ -106,9 +105,7 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
 @dataclass
 class Session:
     runs_dir: str
-    uri: str
-    experiment: str
-    parent_run_id: str | None = None
+    tracker: Tracker
     spec_params: tuple = ()
     storage_path: str | None = None
     log_file: str | None = None
@@ -117,187 +114,110 @@ class Session:
     def start(cls, spec: Spec, address=None, runs_dir="runs", tracking_uri=None, experiment=None,
               log_file: str | None = None) -> Session:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        # MLflow's client retries a request for minutes by default, blocking the sweep's driver;
-        # raysweep's writer retries on its own thread instead
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         import mlflow  # noqa: F401 - it configures its logger on import; connect_ray quiets it after
         runs_dir = os.path.abspath(runs_dir)
         storage_path = spec.storage_path or os.environ.get(STORAGE_VAR)
         storage_path = storage.resolve(storage_path) if storage_path else None
-        for where, field in ((runs_dir, None), (storage_path, "storage_path")):
+        for where, key in ((runs_dir, None), (storage_path, "storage_path")):
             why = where and storage.check_writable(where)
             if why:
                 raise SpecError(f"cannot write results to {where} ({why})", spec.file,
-                                path=field, fix="check the bucket or folder exists and the credentials (AWS_* for "
-                                "s3://), or choose another" + (" storage_path" if field else " --runs-dir"))
+                                path=key, fix="check the bucket or folder exists and the credentials (AWS_* for "
+                                "s3://), or choose another" + (" storage_path" if key else " --runs-dir"))
         connect_ray(address, log_file)
         check_resources(spec)
-        return cls(runs_dir, tracking_uri or default_tracking_uri(spec, runs_dir),
-                   experiment or spec.tracking.experiment or spec.name, spec_params=(*spec.parameters, *spec.derived),
-                   storage_path=storage_path, log_file=log_file)
+        artifact_root = storage.join(storage_path or runs_dir, "mlartifacts")  # beside the results
+        tracker = Tracker(tracking_uri or default_tracking_uri(spec, runs_dir),
+                          experiment or spec.tracking.experiment or spec.name, artifact_root)
+        return cls(runs_dir, tracker, spec_params=(*spec.parameters, *spec.derived), storage_path=storage_path,
+                   log_file=log_file)
 
     @property
     def storage(self) -> str:
         """Tune's results: the spec's storage_path (shared storage on a cluster), else runs/ray."""
         return self.storage_path or os.path.join(self.runs_dir, "ray")
 
-    @property
-    def artifact_root(self) -> str:
-        """MLflow's artifacts beside the results: in shared storage when there is one."""
-        return storage.join(self.storage_path or self.runs_dir, "mlartifacts")
-
-    def tracker(self, spec: Spec, stage: str) -> MlflowTracker:
-        return MlflowTracker(self.uri, self.experiment, stage, spec, stage_key=stage_dir(self.storage, spec.name, stage),
-                             parent_run_id=self.parent_run_id, artifact_root=self.artifact_root)
-
     def stage(self, spec: Spec, stage: str, **kw) -> StageResult:
-        tracker = self.tracker(spec, stage)
-        result = run_stage(spec, stage, self.storage, callbacks=[tracker], **kw)
-        self.log_stage(tracker, result)
+        key = stage_dir(self.storage, spec.name, stage)
+        result = run_stage(spec, stage, self.storage, callbacks=[self.tracker.callback(spec, stage, key)], **kw)
+        self.tracker.finish_stage(result, key)
         return result
 
-    def log_stage(self, tracker: MlflowTracker, result: StageResult, top_k: int = 3) -> None:
-        """The stage's summary on its parent run; the top trials' final checkpoints on their runs."""
-        import time
-
-        from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
-
-        # look runs up by tag: after Tuner.restore, Tune runs its own unpickled copy of the tracker
-        client = MlflowClient(self.uri)
-        run_id, experiment_id = self._stage_run(client, tracker.stage, tracker.stage_key)
-        best = result.best
-        client.log_text(run_id, storage.read_text(storage.join(result.path, "results.json")) or "", "results.json")
-        if best is not None:
-            client.log_metric(run_id, f"best_{result.metric}", best.value)
-            client.set_tag(run_id, "raysweep.best_trial", best.trial_id)
-            client.log_text(run_id, json.dumps(best.config, indent=1, default=str), "best_config.json")
-        for top in result.ranked()[:top_k]:
-            found = client.search_runs([experiment_id], f"tags.`raysweep.trial_id` = '{top.trial_id}' and "
-                                                        f"tags.`mlflow.parentRunId` = '{run_id}'", max_results=1)
-            if top.checkpoint and found and storage.exists(top.checkpoint):
-                with tempfile.TemporaryDirectory() as local:  # MLflow logs from local disk
-                    storage.copy_tree(top.checkpoint, local)
-                    client.log_artifacts(found[0].info.run_id, local, "checkpoint")
-        counts: dict = {}
-        for t in result.trials:
-            counts[t.status] = counts.get(t.status, 0) + 1
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(f"trials_{k}", v, now, 0) for k, v in counts.items()])
-        client.set_terminated(run_id, "FINISHED")
+    def sync(self, spec: Spec) -> list[str]:
+        """Write to MLflow what earlier runs of this spec could not (the stages marked pending)."""
+        synced = []
+        for stage in (*STAGES, "sweep"):
+            key = stage_dir(self.storage, spec.name, stage)
+            if pending(key):
+                if stage != "sweep":
+                    self._attach_pipeline(spec)
+                if self.tracker.finish_stage(StageResult.load(key), key):
+                    synced.append(stage)
+        return synced
 
     # -- the staged pipeline --------------------------------------------------------------------------
     def pipeline(self, spec: Spec, until: str = "final", fresh: bool = False) -> dict:
         """Run the pipeline up to `until`, resuming an earlier run of the same spec; one MLflow run
         for the pipeline with the stage runs (and their trials) nested under it."""
-        from mlflow.tracking import MlflowClient
-
-        from .pipeline import Pipeline
-
         def staged(stage_spec, stage, **kw):
             result = self.stage(stage_spec, stage, **kw)
             self.summarize(result, footer=False)
             return result
 
-        pipe = Pipeline(spec, os.path.join(self.runs_dir, "pipelines", spec.name), self.storage, run_stage=staged,
-                        on_stage=lambda stage, info: self._pipeline_stage(pipe, spec, stage, info),
-                        mirror=storage.join(self.storage_path, "pipelines", spec.name) if self.storage_path else None)
+        pipe = self._pipe(spec, staged)
         if fresh:
             pipe.clear()
         state = pipe.open()
-        client = MlflowClient(self.uri)
-        self.parent_run_id = self._pipeline_run(client, spec, state["id"])
+        self.tracker.start_pipeline(spec, state["id"])
+        self.sync(spec)  # what MLflow did not take from finished stages of an earlier run
         status = "FAILED"
         try:
             done = pipe.run(until)
             status = "FINISHED"
         finally:
-            client.set_terminated(self.parent_run_id, status)
+            self.tracker.end_pipeline(status)
         return done
 
-    def _pipeline_run(self, client, spec: Spec, pipeline_id: str) -> str:
-        from .tracking import find_or_create_run, get_experiment
+    def _pipe(self, spec: Spec, run_stage_fn=None):
+        from .pipeline import Pipeline
 
-        experiment_id = get_experiment(client, self.experiment, self.artifact_root)
-        run_id, existed = find_or_create_run(client, experiment_id, {"raysweep.pipeline": pipeline_id},
-                                             f"pipeline-{spec.name}")
-        if existed:
-            client.update_run(run_id, "RUNNING")
-        else:
-            client.set_tag(run_id, "raysweep.kind", "pipeline")
-            if spec.file:
-                client.log_artifact(run_id, spec.file)
-            client.log_text(run_id, yaml.safe_dump(spec.payload(), sort_keys=False), "spec_resolved.yaml")
-        return run_id
+        pipe = Pipeline(spec, os.path.join(self.runs_dir, "pipelines", spec.name), self.storage,
+                        run_stage=run_stage_fn or self.stage, log=console.say,
+                        mirror=storage.join(self.storage_path, "pipelines", spec.name) if self.storage_path else None)
+        pipe.on_stage = lambda stage, outcome: self._stage_done(pipe, spec, stage, outcome)
+        return pipe
 
-    def _stage_run(self, client, stage: str, key: str) -> tuple[str, str]:
-        """(run id, experiment id) of a stage's MLflow run, created if missing."""
-        from .tracking import find_or_create_run, get_experiment
+    def _attach_pipeline(self, spec: Spec) -> None:
+        state = os.path.join(self.runs_dir, "pipelines", spec.name, "state.json")
+        if self.tracker.parent_run_id is None and os.path.exists(state):
+            with open(state) as f:
+                self.tracker.start_pipeline(spec, json.load(f)["id"])
 
-        experiment_id = get_experiment(client, self.experiment)
-        run_id, _ = find_or_create_run(client, experiment_id, {"raysweep.stage": stage, "raysweep.stage_key": key},
-                                       stage, self.parent_run_id)
-        return run_id, experiment_id
+    def _stage_done(self, pipe, spec: Spec, stage: str, outcome) -> None:
+        """A finished pipeline stage: the LR test's plot drawn, then the outcome on the pipeline's run."""
+        from .pipeline.outcomes import LrTestOutcome
 
-    def _pipeline_stage(self, pipe, spec: Spec, stage: str, info: dict) -> None:
-        """A finished stage's summary in MLflow: on its stage run and on the pipeline run."""
-        import time
-
-        from mlflow.entities import Metric, Param
-        from mlflow.tracking import MlflowClient
-
-        from .report.plots import lr_range_plot
-
-        client, parent, now = MlflowClient(self.uri), self.parent_run_id, int(time.time() * 1000)
-        if stage == "lr_range_test":
-            with open(info["file"]) as f:
-                result = json.load(f)
-            plot = lr_range_plot(result, pipe.file("lr_range.png"))
-            print(f"lr range test plot: {plot}")
-            run_id, _ = self._stage_run(client, stage, pipe.file(stage))
-            metrics, params = [], []
-            for r in result["runs"]:
-                name = r["optimizer"]
-                metrics += [Metric(f"smoothed_loss_{name}", v, now, i) for i, v in enumerate(r["curve"]["smoothed"])]
-                metrics += [Metric(f"lr_{name}", v, now, i) for i, v in enumerate(r["curve"]["lrs"])]
-                params += [Param(f"{k}_{name}", str(v)) for k, v in r["suggestion"].items() if k != "reason"]
-            for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-                client.log_batch(run_id, metrics=metrics[i:i + 1000], params=params if i == 0 else [])
-            client.set_tag(run_id, "raysweep.note", result["note"][:5000])
-            client.log_artifact(run_id, info["file"])
-            client.log_artifact(run_id, plot)
-            client.set_terminated(run_id, "FINISHED")
-            if result["range"]:
-                client.log_batch(parent, params=[Param(f"lr_test_{result['param']}_low", str(result["range"][0])),
-                                                 Param(f"lr_test_{result['param']}_high", str(result["range"][1]))])
-        elif stage in ("coarse", "fine"):
-            client.log_metric(parent, f"{stage}_best_{spec.metric.name}", info["best"])
-        elif stage == "seeds":
-            run_id, _ = self._stage_run(client, stage, stage_dir(self.storage, spec.name, stage))
-            client.log_artifact(run_id, info["file"])
-            client.log_artifact(parent, info["file"])
-            client.log_batch(parent, metrics=[Metric(f"seeds_{spec.metric.name}_{k}", info[k], now, 0)
-                                              for k in ("mean", "std") if info[k] is not None])
-            client.set_tag(parent, "raysweep.seeds_ranking_stable", str(info["stable"]))
-        elif stage == "final":
-            client.log_artifact(parent, info["best_config"])
-            client.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in info["test"].items()],
-                             params=[Param(k, str(v)[:6000]) for k, v in info["config"].items()])
+        files: tuple = ()
+        if isinstance(outcome, LrTestOutcome):
+            with open(outcome.file) as f:
+                files = (lr_range_plot(json.load(f), pipe.file("lr_range.png")),)
+            console.say(f"lr range test plot: {files[0]}")
+        key = pipe.file(stage) if stage == "lr_range_test" else stage_dir(self.storage, spec.name, stage)
+        self.tracker.record(spec, stage, key, outcome, files)
 
     def summarize(self, result: StageResult, k: int = 5, footer: bool = True) -> None:
-        print(f"\n{result.stage}: {len(result.trials)} trials; top {k} by {result.metric} ({result.mode}):")
-        print(top_table(result, k, list(self.spec_params)))
+        console.say(f"\n{result.stage}: {len(result.trials)} trials; top {k} by {result.metric} ({result.mode}):")
+        console.say(top_table(result, k, list(self.spec_params)))
         if result.best:
-            print(f"best config: {json.dumps(result.best.config, default=str)}")
-        print(f"results: {storage.join(result.path, 'results.json')}")
+            console.say(f"best config: {json.dumps(result.best.config, default=str)}")
+        console.say(f"results: {storage.join(result.path, 'results.json')}")
         if footer:
             self.where()
 
     def where(self) -> None:
-        print(f"MLflow: experiment '{self.experiment}' at {self.uri}")
-        if self.uri.startswith("sqlite:///"):
-            print(f"  open it: mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000")
+        uri = self.tracker.uri
+        console.say(f"MLflow: experiment '{self.tracker.experiment}' at {uri}")
+        if uri.startswith("sqlite:///"):
+            console.say(f"  open it: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
         if self.log_file:
-            print(f"Ray's own logs: {self.log_file}")
-
+            console.say(f"Ray's own logs: {self.log_file}")

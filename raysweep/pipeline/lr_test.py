@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 
+from .. import console
 from ..spec import Space, Spec, TrainSettings
 from ..spec.distributions import data_of
 from ..sweep.progress import error_line
@@ -52,7 +53,7 @@ def typical(space: Space, fixed: dict | None) -> dict:
     return center if space.violated(center) is None else space.sample_feasible(np.random.default_rng(0), fixed) or center
 
 
-def run_lr_test(spec: Spec, log=print) -> dict:
+def run_lr_test(spec: Spec, log=console.say) -> dict:
     import ray
 
     lrt = spec.stages.lr_range_test

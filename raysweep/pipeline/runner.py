@@ -1,9 +1,10 @@
-"""The staged pipeline, as the guides tune by hand: LR range test -> coarse -> fine -> seeds -> final.
+"""The staged pipeline: LR range test -> coarse -> fine -> seeds -> final (README, "How raysweep tunes").
 
 Each stage's output is written next to the run (state.json, lr_range.json, seeds.json,
 best_config.yaml, and each search stage's Tune folder with its results.json). Running the same
 command again skips finished stages and lets Tune continue the unfinished one. The pipeline knows
-nothing of MLflow: the caller runs stages (with its callbacks) and hears about each finished one."""
+nothing of MLflow: the caller runs stages (with its callbacks) and hears about each finished one
+through `on_stage(stage, outcome)`, after the outcome is saved."""
 from __future__ import annotations
 
 import hashlib
@@ -14,16 +15,19 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import yaml
 
+from .. import console
 from ..spec import Space, Spec, SpecError
+from ..spec.distributions import data_of
 from ..spec.model import STAGES
 from ..spec.objective import score
 from ..sweep import StageResult, TrialRecord, stage_dir, storage
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
+from .outcomes import FinalOutcome, LrTestOutcome, Outcome, SearchOutcome, SeedsOutcome, from_state, to_state
 from .seeds import summarize, warning
 
 
@@ -58,8 +62,8 @@ class Pipeline:
     state_dir: str
     storage: str                          # where the stages' Tune folders live
     run_stage: Callable[..., StageResult]  # (spec, stage, **run_stage kwargs) -> StageResult
-    on_stage: Callable[[str, dict], None] = lambda stage, info: None
-    log: Callable[[str], None] = print
+    on_stage: Callable[[str, Outcome], None] = lambda stage, outcome: None
+    log: Callable[[str], None] = console.say
     state: dict = field(default_factory=dict)
     mirror: str | None = None             # shared storage that holds a copy of state_dir (a driver elsewhere resumes)
 
@@ -97,19 +101,24 @@ class Pipeline:
         _write_json(self.state_file, self.state)
         return self.state
 
-    def _done(self, stage: str, info: dict) -> None:
-        self.state["done"][stage] = info
+    @property
+    def done(self) -> dict[str, Outcome]:
+        """The finished stages' outcomes, in stage order."""
+        return {stage: from_state(stage, data) for stage, data in self.state["done"].items()}
+
+    def _done(self, stage: str, outcome: Outcome) -> None:
+        self.state["done"][stage] = to_state(outcome)
         _write_json(self.state_file, self.state)  # done, whatever the hook below makes of it
         try:
-            self.on_stage(stage, info)
+            self.on_stage(stage, outcome)
         except Exception as e:  # noqa: BLE001 - a summary that cannot be written never fails a finished stage
             self.log(f"[{stage}] its summary could not be recorded ({type(e).__name__}: {e}); the stage is done")
         if self.mirror:  # with what the hook drew (the LR test's plot)
             storage.copy_tree(self.state_dir, self.mirror)
 
     # -- the stages ---------------------------------------------------------------------------------
-    def run(self, until: str = "final") -> dict:
-        """Run every enabled stage up to `until`; returns what the finished stages recorded."""
+    def run(self, until: str = "final") -> dict[str, Outcome]:
+        """Run every enabled stage up to `until`; returns the finished stages' outcomes."""
         if not self.state:
             self.open()
         st, last = self.spec.stages, STAGES.index(until)
@@ -131,10 +140,10 @@ class Pipeline:
             config = pool[0].config
             chosen = {**params_of(Space(spec), config), **({"seed": config["seed"]} if "seed" in config else {})}
         if wanted["seeds"]:
-            chosen = self.seeds(spec, pool)["chosen"]
+            chosen = self.seeds(spec, pool).chosen
         if wanted["final"]:
             self.final(spec, chosen)
-        return self.state["done"]
+        return self.done
 
     def lr_test(self) -> dict:
         path = self.file("lr_range.json")
@@ -145,7 +154,8 @@ class Pipeline:
                  f"{self.spec.stages.lr_range_test.start_lr:g} -> {self.spec.stages.lr_range_test.end_lr:g}")
         result = run_lr_test(self.spec, self.log)
         _write_json(path, result)
-        self._done("lr_range_test", {"file": path, "range": result["range"], "note": result["note"]})
+        self._done("lr_range_test", LrTestOutcome(path, result["param"], tuple(result["range"] or ()) or None,
+                                                  result["note"]))
         return result
 
     def stage_epochs(self, epochs: int | None) -> int:
@@ -175,7 +185,7 @@ class Pipeline:
     def search(self, stage: str, spec: Spec, pool: list[TrialRecord] = (),
                evaluated: list[TrialRecord] = ()) -> StageResult:
         if stage in self.state["done"]:
-            return StageResult.load(self.state["done"][stage]["path"])
+            return StageResult.load(self.done[stage].path)
         conf = getattr(self.spec.stages, stage)
         space = Space(spec)
         points, known = [], []
@@ -193,10 +203,8 @@ class Pipeline:
         if result.best is None:
             raise PipelineError(f"{stage}: no trial reached a finite {spec.metric.name} "
                                 f"({len(result.trials)} trials; see {result.path}/results.json)")
-        self._done(stage, {"path": result.path, "trials": len(result.trials), "best": result.best.value,
-                           "best_config": result.best.config,
-                           "parameters": {n: p.model_dump(mode="json", exclude_unset=True)
-                                          for n, p in spec.parameters.items()}})
+        self._done(stage, SearchOutcome(result.path, len(result.trials), result.best.value, result.best.config,
+                                        {n: data_of(p) for n, p in spec.parameters.items()}))
         return result
 
     def fixed_spec(self, spec: Spec, runs: int, epochs: int) -> Spec:
@@ -204,11 +212,14 @@ class Pipeline:
         search = with_search(spec, method="random", num_samples=runs, points_to_evaluate=[])
         return spec.derive(search=search, scheduler={"type": "fifo"}, stopping={"max_epochs": epochs})
 
-    def seeds(self, spec: Spec, pool: list[TrialRecord]) -> dict:
+    def seeds(self, spec: Spec, pool: list[TrialRecord]) -> SeedsOutcome:
         path = self.file("seeds.json")
         if "seeds" in self.state["done"] and os.path.exists(path):
-            with open(path) as f:
-                return json.load(f)
+            outcome = self.done["seeds"]
+            if not outcome.chosen:  # saved before outcomes carried it
+                with open(path) as f:
+                    outcome = replace(outcome, chosen=json.load(f)["chosen"])
+            return outcome
         conf = self.spec.stages.seeds
         space = Space(spec)
         configs, seen = [], set()
@@ -245,13 +256,14 @@ class Pipeline:
         if summary["warning"]:
             self.log(f"[seeds] warning: {summary['warning']}")
         _write_json(path, summary)
-        self._done("seeds", {"file": path, "winner": summary["winner"], "stable": summary["stable"],
-                             "mean": winner["mean"], "std": winner["std"], "ci95": winner["ci95"]})
-        return summary
+        outcome = SeedsOutcome(path, summary["winner"], summary["stable"], winner["mean"], winner["std"],
+                               tuple(winner["ci95"]) if winner["ci95"] else None, summary["chosen"], result.path)
+        self._done("seeds", outcome)
+        return outcome
 
-    def final(self, spec: Spec, chosen: dict | None) -> dict:
+    def final(self, spec: Spec, chosen: dict | None) -> FinalOutcome:
         if "final" in self.state["done"]:
-            return self.state["done"]["final"]
+            return self.done["final"]
         if chosen is None:
             raise PipelineError("final: no earlier stage chose a config; enable coarse, fine or seeds")
         epochs = self.stage_epochs(self.spec.stages.seeds.epochs)
@@ -265,9 +277,9 @@ class Pipeline:
         path = self.write_best(trial.config, trial, test, epochs)
         self.log(f"[final] {spec.metric.name} {trial.value:.4g}; " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()))
         self.log(f"best config: {path}")
-        info = {"path": result.path, "best_config": path, "config": trial.config, "value": trial.value, "test": test}
-        self._done("final", info)
-        return info
+        outcome = FinalOutcome(result.path, path, trial.config, trial.value, test)
+        self._done("final", outcome)
+        return outcome
 
     def write_best(self, config: dict, trial: TrialRecord, test: dict, epochs: int) -> str:
         """best_config.yaml: a spec with every chosen value fixed and the spec's derived values and
@@ -276,13 +288,13 @@ class Pipeline:
         from ..spec import load_spec
         from ..train.validate import check_task
 
-        done, spec = self.state["done"], self.spec
+        done, spec = self.done, self.spec
         results = {f"final_{spec.metric.name}": trial.value, **test,
-                   **{f"{k}_stage_best": v["best"] for k, v in done.items() if "best" in v}}
-        if "seeds" in done:
-            s = done["seeds"]
-            results.update({f"seeds_{spec.metric.name}_mean": s["mean"], f"seeds_{spec.metric.name}_std": s["std"],
-                            f"seeds_{spec.metric.name}_ci95": s["ci95"], "seeds_ranking_stable": s["stable"]})
+                   **{f"{k}_stage_best": v.best for k, v in done.items() if isinstance(v, SearchOutcome)}}
+        if isinstance(s := done.get("seeds"), SeedsOutcome):
+            results.update({f"seeds_{spec.metric.name}_mean": s.mean, f"seeds_{spec.metric.name}_std": s.std,
+                            f"seeds_{spec.metric.name}_ci95": list(s.ci95) if s.ci95 else None,
+                            "seeds_ranking_stable": s.stable})
         payload = spec.payload()
         data = {"name": f"{spec.name}_best",
                 "description": f"chosen by raysweep run from {spec.file or spec.name} "

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 
 import yaml
 
+from .. import console
+
 WORKER_RESOURCE = "worker"
 
 
@@ -247,12 +249,12 @@ def main(argv=None) -> None:
             sys.exit(f"a local cluster is already up ({state}); `make cluster-local-down` first")
         cluster = up(args.dir, args.workers, args.cpus, fake=args.fake)
         workers = len(cluster.alive_nodes()) - 1
-        print(f"local Ray cluster: head + {workers} worker nodes on 127.0.0.1"
+        console.say(f"local Ray cluster: head + {workers} worker nodes on 127.0.0.1"
               f"{' started by its autoscaler' if args.fake else ''}, token auth on")
-        print("use it from this shell with:")
-        print("  " + " ".join(f"export {k}={v};" for k, v in cluster.env().items()))
-        print(f"or pass --address {cluster.address} (with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={cluster.token_file})")
-        print(f"jobs: ray job submit --address {cluster.dashboard} ...  (make sweep-cluster-local SPEC=...)")
+        console.say("use it from this shell with:")
+        console.say("  " + " ".join(f"export {k}={v};" for k, v in cluster.env().items()))
+        console.say(f"or pass --address {cluster.address} (with RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={cluster.token_file})")
+        console.say(f"jobs: ray job submit --address {cluster.dashboard} ...  (make sweep-cluster-local SPEC=...)")
         return
     if not os.path.exists(state):
         sys.exit(f"no local cluster in {args.dir}")
@@ -260,15 +262,15 @@ def main(argv=None) -> None:
     if args.action == "down":
         cluster.down()
         os.remove(state)
-        print(f"local cluster at {cluster.address} stopped")
+        console.say(f"local cluster at {cluster.address} stopped")
     elif args.action == "add":
-        print(f"node {cluster.add_node()} joined {cluster.address}")
+        console.say(f"node {cluster.add_node()} joined {cluster.address}")
     elif args.action == "kill-node":
         cluster.kill_node(args.rest[0])
     elif args.action == "submit":
         sys.exit(subprocess.call(submit_command(cluster.dashboard, args.rest), env={**os.environ, **cluster.env()}))
     elif args.action == "env":
-        print(" ".join(f"export {k}={v};" for k, v in cluster.env().items()))
+        console.say(" ".join(f"export {k}={v};" for k, v in cluster.env().items()))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import math
 import posixpath
-import sys
 import time
 
 from ray.tune import Callback
 
+from .. import console
 from ..spec.objective import better
 
 
@@ -76,26 +76,19 @@ def error_line_of(trial) -> str:
 
 
 class Progress(Callback):
-    def __init__(self, stage: str, metric: str, mode: str, total: int, every_s: float = 15.0, stream=None,
+    def __init__(self, stage: str, metric: str, mode: str, total: int, every_s: float = 15.0,
                  plan=None, max_failures: int = 0):
         self.stage, self.metric, self.mode, self.total, self.every_s = stage, metric, mode, total, every_s
         self.plan, self.max_failures = plan, max_failures
         self.pending = 0
-        self.stream = stream or sys.stdout
         self.counts: dict = {}
         self.running: set = set()
         self.best = None
         self.best_trial = None
         self.started = self.last_print = time.monotonic()
 
-    def __getstate__(self):  # Tune pickles callbacks with the experiment; streams don't pickle
-        state = dict(self.__dict__)
-        state["stream"] = None
-        return state
-
-    def __setstate__(self, state):
+    def __setstate__(self, state):  # Tune pickles callbacks with the experiment: a restore starts the clock
         self.__dict__.update(state)
-        self.stream = sys.stdout
         self.started = self.last_print = time.monotonic()
 
     def _better(self, value):
@@ -118,7 +111,7 @@ class Progress(Callback):
                 f"{waiting}; {best}; {int(elapsed // 60):02d}:{int(elapsed % 60):02d}")
 
     def _print(self):
-        print(self.line(), file=self.stream, flush=True)
+        console.say(self.line())
         self.last_print = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -133,8 +126,8 @@ class Progress(Callback):
         self.running.discard(trial.trial_id)
         ckpt = trial.latest_checkpoint_result
         epoch = int(ckpt.metrics.get("epoch", ckpt.metrics.get("training_iteration", 0))) if ckpt else 0
-        print(f"[{self.stage}] trial {trial.trial_id} lost its worker ({error_line_of(trial)}); retrying: attempt "
-              f"{trial.num_failures + 1} of {self.max_failures + 1}, from epoch {epoch}", file=self.stream, flush=True)
+        console.say(f"[{self.stage}] trial {trial.trial_id} lost its worker ({error_line_of(trial)}); retrying: attempt "
+                    f"{trial.num_failures + 1} of {self.max_failures + 1}, from epoch {epoch}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self._better(result.get(self.metric)):

@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from .. import console
 from ..spec import Space, Spec, SpecError
 from ..spec.objective import ranked
 from ..spec.settings import TrainSettings
@@ -31,6 +32,8 @@ class TrialRecord:
     error: str | None = None
     attempts: int = 1       # more after a lost node or worker: Tune retried it from its last checkpoint
     resumed_at: list = field(default_factory=list)  # epochs of its own checkpoints it resumed from
+    path: str | None = None  # its folder in the stage's storage (its result log and checkpoints)
+    ended_as: str | None = None  # a PBT clone that ended on its donor's checkpoint: the donor's trial id
 
 
 @dataclass
@@ -69,8 +72,8 @@ def check_resources(spec: Spec) -> None:
     autoscaler may add, can run one trial."""
     extra = autoscaler_nodes()
     if extra is None:
-        print(f"raysweep: the cluster's autoscaler config is not readable here (set {AUTOSCALING_CONFIG_VAR}); "
-              "resources are not checked before the run", flush=True)
+        console.note(f"the cluster's autoscaler config is not readable here (set {AUTOSCALING_CONFIG_VAR}); "
+              "resources are not checked before the run")
         return
     why = unsatisfiable(plan(spec.resources), ray_nodes() + extra)
     if why:
@@ -182,6 +185,7 @@ def _record(trial, result, log: list[dict], last: dict, space: Space, payload: d
         epochs=int(last.get("training_iteration", 0)),
         metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k not in ("config", "trial_id")},
         checkpoint=storage.uri_of(result.checkpoint.path, result.checkpoint.filesystem) if result.checkpoint else None,
-        error=error_line(result.error), attempts=trial.num_failures + 1,
+        error=error_line(result.error), attempts=trial.num_failures + 1, path=storage.uri_of(result.path, result.filesystem),
+        ended_as=last.get("trial_id") if last.get("trial_id") not in (None, trial.trial_id) else None,
         resumed_at=[r["resumed_epoch"] for r in log if r.get("resumed_epoch") is not None and not r.get("resumed_from")])
 

@@ -33,7 +33,8 @@ def uri_of(path: str, filesystem) -> str:
     return path if kind == "local" else f"{kind}://{path}"
 
 
-def _fs(path: str, filesystem=None):
+def filesystem_of(path: str, filesystem=None):
+    """(pyarrow filesystem, path on it) of a local path or a URI."""
     import pyarrow.fs as pafs
 
     if filesystem is not None:
@@ -47,7 +48,7 @@ def read_text(path: str, filesystem=None) -> str | None:
     """The file's text, or None if there is none (a missing file is an answer, not an error)."""
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path, filesystem)
+    fs, p = filesystem_of(path, filesystem)
     if fs.get_file_info(p).type != pafs.FileType.File:
         return None
     with fs.open_input_stream(p) as f:
@@ -64,7 +65,7 @@ def write_text(path: str, text: str) -> None:
             f.write(text)
         os.replace(tmp, path)
         return
-    fs, p = _fs(path)
+    fs, p = filesystem_of(path)
     with fs.open_output_stream(p) as f:
         f.write(text.encode())
 
@@ -72,24 +73,28 @@ def write_text(path: str, text: str) -> None:
 def exists(path: str) -> bool:
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
+    fs, p = filesystem_of(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
 def remove_tree(path: str) -> None:
+    """Remove a folder or a file; nothing if it is not there."""
     import pyarrow.fs as pafs
 
-    fs, p = _fs(path)
-    if fs.get_file_info(p).type == pafs.FileType.Directory:
+    fs, p = filesystem_of(path)
+    kind = fs.get_file_info(p).type
+    if kind == pafs.FileType.Directory:
         fs.delete_dir(p)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(p)
 
 
 def copy_tree(source: str, destination: str) -> None:
     """Copy a folder between local disk and storage, either way (its files replace the destination's)."""
     import pyarrow.fs as pafs
 
-    src_fs, src = _fs(source)
-    dst_fs, dst = _fs(destination)
+    src_fs, src = filesystem_of(source)
+    dst_fs, dst = filesystem_of(destination)
     dst_fs.create_dir(dst, recursive=True)
     pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
@@ -100,7 +105,7 @@ def check_writable(path: str) -> str | None:
     probe = join(path, f".raysweep-write-test-{uuid.uuid4().hex[:8]}")
     try:
         write_text(probe, "ok")
-        fs, p = _fs(probe)
+        fs, p = filesystem_of(probe)
         fs.delete_file(p)
     except Exception as e:  # noqa: BLE001 - whatever the filesystem says, the user gets it in one line
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot write'}"

@@ -1,4 +1,6 @@
-"""Batched, retried MLflow writes on a background thread, so logging stays off the sweep's hot path."""
+"""Batched MLflow writes on a background thread, so logging stays off the sweep's hot path. A failed
+chunk is retried with backoff; chunks that succeeded are never sent again. What the writer could not
+write by the end is caught up by the reconcile pass, from the trials' own logs on disk."""
 from __future__ import annotations
 
 import queue
@@ -9,13 +11,23 @@ from mlflow.entities import Metric, Param, RunTag
 
 # MLflow's per-call limits for log_batch
 _LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+MAX_BACKOFF_S = 10.0
+
+
+def describe(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
+def chunks(batch: dict) -> list[dict]:
+    """log_batch calls within MLflow's limits."""
+    return [{kind: entries[i:i + limit]} for kind, limit in _LIMITS.items()
+            for entries in [batch.get(kind, [])] for i in range(0, len(entries), limit)]
 
 
 class BatchWriter:
     def __init__(self, client, interval_s: float = 0.5):
         self.client, self.interval_s = client, interval_s
         self.pending: queue.Queue = queue.Queue()
-        self.failures = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()  # a flush ends the gathering window at once
@@ -35,7 +47,6 @@ class BatchWriter:
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything queued is written; False if MLflow did not take it in time."""
         deadline = time.monotonic() + timeout_s
-        self._wake.set()
         while self.pending.unfinished_tasks and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.02)
@@ -63,26 +74,22 @@ class BatchWriter:
                     break
             batches: dict = {}
             for run_id, kind, entries in items:
-                batches.setdefault(run_id, {"metrics": [], "params": [], "tags": []})[kind] += entries
+                batches.setdefault(run_id, {}).setdefault(kind, []).extend(entries)
             for run_id, batch in batches.items():
-                self._write(run_id, batch)
+                for chunk in chunks(batch):
+                    self._send(run_id, chunk)
             for _ in items:
                 self.pending.task_done()
 
-    def _write(self, run_id, batch):
+    def _send(self, run_id: str, chunk: dict) -> None:
         delay = 0.5
         while True:  # an unreachable server stalls this thread, never the sweep
             try:
-                for kind, limit in _LIMITS.items():
-                    entries = batch[kind]
-                    for i in range(0, len(entries), limit):
-                        self.client.log_batch(run_id, **{kind: entries[i:i + limit]})
-                batch = {k: [] for k in batch}
+                self.client.log_batch(run_id, **chunk)
                 return
-            except Exception as e:  # noqa: BLE001 - any MLflow/HTTP failure: back off and retry
-                self.failures += 1
-                self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            except Exception as e:  # noqa: BLE001 - any MLflow/HTTP failure: back off and retry this chunk
+                self.last_error = describe(e)
                 if self._stop.is_set():
                     return
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, MAX_BACKOFF_S)

@@ -38,8 +38,8 @@ def make_spec(name, method, scheduler, epochs=3, samples=2, **extra):
 
 
 def trial_runs(session, stage):
-    client = MlflowClient(session.uri)
-    experiment = client.get_experiment_by_name(session.experiment)
+    client = MlflowClient(session.tracker.uri)
+    experiment = client.get_experiment_by_name(session.tracker.experiment)
     runs = client.search_runs([experiment.experiment_id])
     parent = [r for r in runs if r.data.tags.get("raysweep.stage") == stage and r.data.tags.get("raysweep.kind")]
     assert len(parent) == 1

@@ -28,7 +28,7 @@ def test_a_clone_is_recorded_as_itself_with_its_own_config(tmp_path):
     clone = Trial("run_trial", config={"lr": 0.013}, trial_id="a_00006", stub=True)
     rec = record(clone, Result(metrics=donor, checkpoint=None, error=None, path=str(tmp_path)))
     assert (rec.trial_id, rec.config["lr"], rec.value, rec.epochs) == ("a_00006", 0.013, 0.97, 6)
-    assert "trial_id" not in rec.metrics
+    assert "trial_id" not in rec.metrics and rec.ended_as == "a_00007"  # the donor's state, on record as such
 
 
 def test_empty_in_memory_result_falls_back_to_the_trials_log(tmp_path):

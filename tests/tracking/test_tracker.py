@@ -1,11 +1,15 @@
-"""The MLflow tracker driven with Tune's own Trial objects, as Tune calls it, on a sqlite store."""
+"""MLflow tracking driven as Tune drives it (Tune's own Trial objects), then reconciled against the
+records on disk, on a sqlite store; and the writer's and the stage end's failure policy."""
 import json
+import time
 
 from mlflow.tracking import MlflowClient
 from ray.tune.experiment import Trial
 
 from raysweep.spec import Spec
-from raysweep.tracking.mlflow_callback import MlflowTracker
+from raysweep.sweep import StageResult, TrialRecord
+from raysweep.tracking import Tracker, pending
+from raysweep.tracking.writer import BatchWriter
 
 SPEC = Spec.model_validate({"name": "t", "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},
                             "parameters": {"lr": {"distribution": "loguniform", "min": 1e-3, "max": 1e-1}}})
@@ -16,23 +20,39 @@ def result(trial_id, step, acc, **extra):
             "best_val_accuracy": acc, "status": "running", **extra}
 
 
+def stage(tmp_path, *records) -> StageResult:
+    (tmp_path / "stage").mkdir(exist_ok=True)
+    return StageResult("coarse", str(tmp_path / "stage"), "val_accuracy", "max", list(records))
+
+
+def history(client, run_id):
+    return {m.step: m.value for m in client.get_metric_history(run_id, "val_accuracy")}
+
+
 def test_a_pbt_clone_that_ends_on_its_donors_checkpoint_logs_that_final_epoch(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    tracker = MlflowTracker(uri, "t", "coarse", SPEC, stage_key="k")
-    tracker.setup()
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
+    callback = tracker.callback(SPEC, "coarse", "k")
+    callback.setup()
     clone = Trial("run_trial", config={"lr": 0.01}, trial_id="a_00006", stub=True)
-    tracker.on_trial_start(0, [], clone)
-    for step in (1, 2):
-        tracker.on_trial_result(0, [], clone, result("a_00006", step, 0.5 + step / 10))
+    callback.on_trial_start(0, [], clone)
+    folder = tmp_path / "a_00006"
+    folder.mkdir()
+    rows = [result("a_00006", step, 0.5 + step / 10) for step in (1, 2)]
+    for row in rows:
+        callback.on_trial_result(0, [], clone, row)
+    (folder / "result.json").write_text("\n".join(json.dumps(r) for r in rows))
     # PBT restored it from its donor's epoch-3 checkpoint (the last): it ends without reporting, and
-    # Tune's last result for it is the donor's
-    clone.run_metadata.last_result = result("a_00007", 3, 0.95, status="completed")
-    tracker.on_trial_complete(0, [], clone)
-    tracker.on_experiment_end([])
-    client = MlflowClient(uri)
-    run = client.get_run(tracker.runs["a_00006"])
-    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
-    assert history == {1: 0.6, 2: 0.7, 3: 0.95}
+    # Tune's last result for it (which the stage records) is the donor's
+    last = result("a_00007", 3, 0.95, status="completed")
+    clone.run_metadata.last_result = last
+    callback.on_trial_complete(0, [], clone)
+    callback.on_experiment_end([])
+    record = TrialRecord("a_00006", {"lr": 0.01}, "completed", 0.95, 3, metrics=last, path=str(folder),
+                         ended_as="a_00007")
+    assert tracker.finish_stage(stage(tmp_path, record), "k")
+    client = MlflowClient(tracker.uri)
+    run = client.get_run(callback.runs["a_00006"])
+    assert history(client, run.info.run_id) == {1: 0.6, 2: 0.7, 3: 0.95}
     assert run.data.tags["raysweep.resumed_from"] == "a_00007" and run.data.tags["raysweep.decision"] == "completed"
     assert run.info.status == "FINISHED"
 
@@ -40,24 +60,63 @@ def test_a_pbt_clone_that_ends_on_its_donors_checkpoint_logs_that_final_epoch(tm
 def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoint(tmp_path):
     # with shared storage the driver syncs a trial's result log every few seconds while the worker
     # uploads its checkpoints at once: a driver killed in between leaves epoch 2 only in its checkpoint
-    from ray.train._internal.storage import StorageContext
-
     from raysweep.train import checkpoint
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    storage = StorageContext(storage_path=str(tmp_path / "store"), experiment_dir_name="exp", trial_dir_name="t1")
-    trial = Trial("run_trial", config={"lr": 0.01}, trial_id="t1", storage=storage, stub=True)
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
+    callback = tracker.callback(SPEC, "coarse", "k")
+    callback.setup()
+    trial = Trial("run_trial", config={"lr": 0.01}, trial_id="t1", stub=True)
     folder = tmp_path / "store/exp/t1"
     folder.mkdir(parents=True)
     (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 10)) for s in (1, 3)))
     checkpoint.save(str(folder / "checkpoint_000001"), {"epoch": 2, "val_accuracy": 0.7}, loop={"epoch": 2})
-    tracker = MlflowTracker(uri, "t", "coarse", SPEC, stage_key="k")
-    tracker.setup()
-    tracker.on_trial_start(0, [], trial)
-    tracker.on_trial_result(0, [], trial, result("t1", 3, 0.8, status="completed"))  # what the new driver saw
-    trial.set_status(Trial.TERMINATED)
-    tracker.on_trial_complete(0, [], trial)
-    tracker.on_experiment_end([trial])
-    client = MlflowClient(uri)
-    history = {m.step: m.value for m in client.get_metric_history(tracker.runs["t1"], "val_accuracy")}
-    assert history == {1: 0.6, 2: 0.7, 3: 0.8}
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, result("t1", 3, 0.8, status="completed"))  # what the new driver saw
+    callback.on_trial_complete(0, [], trial)
+    record = TrialRecord("t1", {"lr": 0.01}, "completed", 0.8, 3, metrics=result("t1", 3, 0.8), path=str(folder))
+    assert tracker.finish_stage(stage(tmp_path, record), "k")
+    client = MlflowClient(tracker.uri)
+    assert history(client, callback.runs["t1"]) == {1: 0.6, 2: 0.7, 3: 0.8}
+
+
+def test_a_stage_end_with_mlflow_down_returns_within_its_bound_and_a_later_sync_writes_everything(tmp_path):
+    folder = tmp_path / "t1"
+    folder.mkdir()
+    (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 10)) for s in (1, 2, 3)))
+    record = TrialRecord("t1", {"lr": 0.01}, "completed", 0.8, 3, metrics=result("t1", 3, 0.8), path=str(folder))
+    done = stage(tmp_path, record)
+    down = Tracker("http://127.0.0.1:9", "t")  # nothing listens on the discard port
+    started = time.monotonic()
+    assert not down.finish_stage(done, "k", bound_s=3)
+    assert time.monotonic() - started < 3 + 5  # the bound, plus at most one backoff step
+    assert pending(done.path)
+    up = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
+    assert up.finish_stage(done, "k") and not pending(done.path)
+    assert up.finish_stage(done, "k")  # again: nothing is written twice
+    client = MlflowClient(up.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`raysweep.trial_id` = 't1'")
+    assert history(client, run.info.run_id) == {1: 0.6, 2: 0.7, 3: 0.8}
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) == 3
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.01"
+
+
+class FlakyClient:
+    """A client whose log_batch fails on given calls: what the writer sends, call by call."""
+
+    def __init__(self, fail_calls):
+        self.calls, self.fail_calls = [], set(fail_calls)
+
+    def log_batch(self, run_id, **chunk):
+        self.calls.append(chunk)
+        if len(self.calls) in self.fail_calls:
+            raise ConnectionError("down")
+
+
+def test_the_writer_retries_a_failed_chunk_and_never_resends_one_that_succeeded():
+    client = FlakyClient(fail_calls={2})  # the second chunk fails once
+    writer = BatchWriter(client, interval_s=0.01)
+    writer.metrics("r", {f"m{i}": i for i in range(1500)}, step=1)  # 2 chunks of at most 1000
+    assert writer.close(timeout_s=10)
+    sizes = [len(c["metrics"]) for c in client.calls]
+    assert sizes == [1000, 500, 500]  # chunk 2 failed and was sent again; chunk 1 was not
+    assert writer.last_error == "ConnectionError: down"

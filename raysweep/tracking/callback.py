@@ -1,0 +1,128 @@
+"""The live half of MLflow tracking, as a thin Tune callback: a run per trial under its stage's run,
+its params and tags when it starts, each report queued on the writer, its end. Nothing here may stop
+the sweep (policy.py); whatever did not get through is written by the end-of-stage reconcile."""
+from __future__ import annotations
+
+import json
+
+from ray.tune import Callback
+
+from ..spec import Space, Spec
+from ..sweep.progress import decision, error_line_of
+from ..sweep.trainable import suggestion, trial_config
+from .policy import Policy
+from .runs import TAG, RunIndex, numeric_metrics, step_of
+from .writer import BatchWriter
+
+END_FLUSH_S = 5.0  # a finished trial's writes get this long before the next event; the reconcile does the rest
+
+
+class MlflowCallback(Callback):
+    def __init__(self, uri: str, experiment: str, stage: str, stage_key: str, spec: Spec,
+                 parent_run_id: str | None = None, artifact_root: str | None = None):
+        self.uri, self.experiment, self.artifact_root = uri, experiment, artifact_root
+        self.stage, self.stage_key, self.parent_run_id = stage, stage_key, parent_run_id
+        self.spec_payload, self.nested, self.metric = spec.payload(), spec.search.method == "hyperopt", spec.metric.name
+        self.stage_run_id: str | None = None
+        self.runs: dict[str, str] = {}  # trial id -> run id
+        self.steps: dict[str, set] = {}  # trial id -> steps queued or found in MLflow (a paused trial may repeat one)
+        self._live = None
+
+    def __getstate__(self):  # Tune pickles callbacks with the experiment: plain state only
+        return {**self.__dict__, "_live": None, "runs": {}, "steps": {}}
+
+    @property
+    def live(self):
+        if self._live is None:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(self.uri)
+            self._live = (RunIndex(client, self.experiment, self.artifact_root), BatchWriter(client), Policy(self.uri),
+                          Space(Spec.model_validate(self.spec_payload)))
+        return self._live
+
+    def setup(self, **info):
+        index, _, policy, _ = self.live
+        ok, found = policy.once(index.stage_run, self.stage, self.stage_key, self.parent_run_id)
+        self.stage_run_id, self.fresh = (found[0], not found[1]) if ok else (None, False)
+
+    def params(self, trial) -> dict:
+        space = self.live[3]
+        return trial_config(space, suggestion(trial.config, space, self.nested))
+
+    def _run(self, trial) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        index, writer, _, _ = self.live
+        if self.stage_run_id is None:
+            self.setup()
+            if self.stage_run_id is None:
+                raise ConnectionError("no stage run")
+        tags, name = {TAG + "trial_id": trial.trial_id}, f"{self.stage}-{trial.trial_id}"
+        if self.fresh and not trial.num_failures:  # a new stage has no runs to find: no search per trial
+            run_id, existed = index.create(tags, name, self.stage_run_id), False
+        else:
+            run_id, existed = index.find_or_create(tags, name, self.stage_run_id)
+        if existed:  # a resumed sweep: only the steps the run lacks are written
+            self.steps[trial.trial_id] = self.steps.get(trial.trial_id, set()) | {
+                m.step for m in index.client.get_metric_history(run_id, self.metric)}
+        else:
+            params = self.params(trial)
+            writer.params(run_id, params)
+            writer.tags(run_id, {TAG + "stage": self.stage, TAG + "trial_id": trial.trial_id,
+                                 TAG + "seed": params.get("seed", 0), TAG + "decision": "running"})
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.live[2].once(self._run, trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.live[2].once(self._report, trial, result)
+
+    def _report(self, trial, result):
+        run_id, writer, step = self._run(trial), self.live[1], step_of(result)
+        steps = self.steps.setdefault(trial.trial_id, set())
+        if step in steps:
+            return
+        steps.add(step)
+        writer.metrics(run_id, numeric_metrics(result), step, result.get("timestamp", 0) * 1000 or None)
+        tags = trial_tags(result, trial.num_failures + 1)
+        if tags:
+            writer.tags(run_id, tags)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.live[2].once(self._end, trial, False)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.live[2].once(self._end, trial, True)
+
+    def _end(self, trial, errored: bool):
+        run_id, writer = self._run(trial), self.live[1]
+        last = trial.last_result or {}
+        tags = {TAG + "decision": decision(last, errored)}
+        if last.get("diverged_reason"):
+            tags[TAG + "diverged_reason"] = last["diverged_reason"]
+        if errored:
+            tags[TAG + "error"] = error_line_of(trial)
+        writer.tags(run_id, tags)
+        if writer.flush(END_FLUSH_S):  # ended once what it reported is in (else the reconcile ends it)
+            client = self.live[0].client
+            client.log_text(run_id, json.dumps(self.params(trial), indent=1, default=str), "config.json")
+            client.set_terminated(run_id, "FAILED" if errored else "FINISHED")
+
+    def on_experiment_end(self, trials, **info):
+        if self._live is not None:
+            self.live[1].close(END_FLUSH_S)
+
+
+def trial_tags(result: dict, attempt: int) -> dict:
+    """Tags a report carries: where a trial resumed from, and its attempt after a lost worker."""
+    tags = {}
+    if result.get("resumed_from"):  # PBT cloned another trial's checkpoint
+        tags[TAG + "resumed_from"] = result["resumed_from"]
+    elif result.get("resumed_epoch") is not None:  # its own checkpoint: a retry after a lost node, or a restore
+        tags[TAG + "resumed_epoch"] = str(result["resumed_epoch"])
+    if attempt > 1:
+        tags[TAG + "attempt"] = str(attempt)
+    return tags

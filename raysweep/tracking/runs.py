@@ -1,0 +1,61 @@
+"""Where things live in MLflow: the experiment, and the pipeline, stage and trial runs found by their
+tags (a resumed sweep, or a driver elsewhere, finds the runs an earlier one created)."""
+from __future__ import annotations
+
+import os
+
+TAG = "raysweep."
+_SKIP = {"status", "diverged_reason", "resumed_from", "trial_id", "date", "hostname", "node_ip", "pid",
+         "experiment_id", "timestamp", "done", "training_iteration", "epoch", "checkpoint_dir_name", "config",
+         "should_checkpoint", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore"}
+
+
+def step_of(result: dict) -> int:
+    return int(result.get("epoch", result.get("training_iteration", 0)))
+
+
+def numeric_metrics(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in _SKIP and isinstance(v, (int, float))
+            and not isinstance(v, bool)}
+
+
+class RunIndex:
+    def __init__(self, client, experiment: str, artifact_root: str | None = None):
+        self.client, self.experiment, self.artifact_root = client, experiment, artifact_root
+        self._experiment_id: str | None = None
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+            else:
+                root = self.artifact_root
+                location = root if not root or "://" in root else "file://" + os.path.abspath(root)
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+        return self._experiment_id
+
+    def find_or_create(self, tags: dict, name: str, parent: str | None = None) -> tuple[str, bool]:
+        """The run carrying these tags (and parent), created if missing; True if it already existed."""
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        if parent:
+            clauses.append(f"tags.`mlflow.parentRunId` = '{parent}'")
+        found = self.client.search_runs([self.experiment_id], " and ".join(clauses), max_results=1)
+        if found:
+            return found[0].info.run_id, True
+        return self.create(tags, name, parent), False
+
+    def create(self, tags: dict, name: str, parent: str | None = None) -> str:
+        all_tags = {**tags, "mlflow.runName": name, **({"mlflow.parentRunId": parent} if parent else {})}
+        return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
+
+    def stage_run(self, stage: str, stage_key: str, parent: str | None) -> tuple[str, bool]:
+        run_id, existed = self.find_or_create({TAG + "stage": stage, TAG + "stage_key": stage_key}, stage, parent)
+        if not existed:
+            self.client.set_tag(run_id, TAG + "kind", "stage")
+        return run_id, existed
+
+    def children(self, parent: str) -> list:
+        return self.client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'",
+                                       max_results=10_000)
