@@ -18,7 +18,7 @@ BIN   := $(VENV)/bin
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install test sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
+.PHONY: install test lint sync sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
         cluster-local cluster-fake cluster-local-down sweep-cluster-local \
         cluster-up cluster-down cluster-attach cluster-dashboard sweep-cluster
 
@@ -31,8 +31,13 @@ $(STAMP):
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# Lint first (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade; see pyproject.toml), then the suite.
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
 
 # The staged pipeline; each target stops after its stage and the next one goes on from there.
 RUN = $(BIN)/raysweep run $(SPEC) $(ARGS)
@@ -55,6 +60,10 @@ seeds: install
 # One search stage of the spec as written, outside the pipeline.
 stage: install
 	$(BIN)/raysweep sweep $(SPEC) $(ARGS)
+
+# Write to MLflow what a sweep could not (MLflow was down at a stage's end).
+sync: install
+	$(BIN)/raysweep sync $(SPEC) $(ARGS)
 
 mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,4 +1,4 @@
-"""Multi-seed re-runs (guide 002, "ignoring variance"): the same configs under several seeds, judged
+"""Multi-seed re-runs (README, "How raysweep tunes": seed statistics): the same configs under several seeds, judged
 by their mean, with a 95 % interval and a check that the ranking holds seed by seed."""
 from __future__ import annotations
 

@@ -192,18 +192,18 @@ class LRRangeTest(Strict):
 
 class SearchStage(Strict):
     enabled: bool = True
-    num_samples: int = Field(20, ge=1)  # guide 002: 20-30 trials for the fine phase
+    num_samples: int = Field(20, ge=1)  # 20-30 trials narrow a space (README, "How raysweep tunes")
     epochs: int | None = Field(None, ge=1)  # default: stopping.max_epochs
     method: Literal["random", "grid", "hyperopt"] | None = None  # default: coarse search.method, fine hyperopt
     top_k: int = Field(5, ge=1)  # configs handed to the next stage
     time_budget_s: float | None = Field(None, gt=0)
-    stop_window: int | None = Field(10, ge=1)  # stop rule (guide 002): the last N finished trials ...
+    stop_window: int | None = Field(10, ge=1)  # the stop rule: the last N finished trials ...
     stop_min_improvement: float = Field(0.01, ge=0)  # ... improved the best by less than this fraction
 
 
 class CoarseStage(SearchStage):
-    num_samples: int = Field(30, ge=1)  # guide 002: 20-50 wide random configs
-    epochs: int | None = Field(5, ge=1)  # guide 001: 3-5 epochs, quick feedback
+    num_samples: int = Field(30, ge=1)  # 20-50 wide configs map a space
+    epochs: int | None = Field(5, ge=1)  # 3-5 epochs: quick feedback, enough to rank
     stop_window: int | None = Field(None, ge=1)  # off: coarse maps the space; the stop rule ends tuning
 
 
@@ -226,7 +226,7 @@ class Stages(Strict):
     lr_range_test: LRRangeTest = LRRangeTest()
     coarse: CoarseStage = CoarseStage()
     fine: FineStage = FineStage()
-    seeds: SeedsStage = SeedsStage()  # guide 002: 3-5 seeds
+    seeds: SeedsStage = SeedsStage()  # 3 seeds: the least that gives a spread
     final: FinalStage = FinalStage()
 
 

@@ -1,4 +1,5 @@
-"""Trainer settings: the keys a trial's config may set for the trainer, with the guides' defaults.
+"""Trainer settings: the keys a trial's config may set for the trainer, with raysweep's defaults (README,
+"How raysweep tunes").
 
 Every other key in a trial's config belongs to the task (model width, dropout, ...).
 """

@@ -1,4 +1,4 @@
-"""Stage-wide stopping: a target reached, or the guides' diminishing-returns rule."""
+"""Stage-wide stopping: a target reached, or the diminishing-returns stop rule."""
 from __future__ import annotations
 
 import math

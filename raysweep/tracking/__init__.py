@@ -37,7 +37,7 @@ class Tracker:
     def __post_init__(self):
         # MLflow's client retries a request for minutes by default, which would hold a stage end (or
         # the sweep's driver) on a dead server; the policy retries on its own terms instead
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.policy = Policy(self.uri)
 

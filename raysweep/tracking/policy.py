@@ -1,12 +1,14 @@
 """One failure policy for everything raysweep writes to MLflow: MLflow failing never fails a sweep.
 Live writes are tried once (the writer retries on its own thread); end-of-stage writes are retried
 with backoff until a deadline, so a stage end never waits on a dead server longer than
-STAGE_END_BOUND_S plus one request's timeout (MLFLOW_HTTP_REQUEST_TIMEOUT, 10 s unless set). What is
-not written by then stays on disk (each trial's own log), a marker says so,
-and `raysweep sync` (or the same command with --resume) writes it later."""
+STAGE_END_BOUND_S (RAYSWEEP_MLFLOW_WAIT_S, 60 s unless set) plus one request's timeout
+(MLFLOW_HTTP_REQUEST_TIMEOUT, 10 s unless set). What is not written by then stays on disk (each
+trial's own log), a marker says so, and `raysweep sync` (or the same command with --resume) writes
+it later."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -14,7 +16,7 @@ from typing import TypeVar
 from .. import console
 from .writer import describe
 
-STAGE_END_BOUND_S = 60.0
+STAGE_END_BOUND_S = float(os.environ.get("RAYSWEEP_MLFLOW_WAIT_S", 60))
 log = logging.getLogger("raysweep.tracking")
 T = TypeVar("T")
 

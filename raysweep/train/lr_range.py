@@ -1,5 +1,6 @@
-"""The LR range test (guides 000, 002-004): train with an exponentially growing learning rate, smooth
-the loss, stop once it diverges, and read the good region off the curve."""
+"""The LR range test (Smith, "Cyclical Learning Rates for Training Neural Networks", 2017): train
+with an exponentially growing learning rate, smooth the loss, stop once it diverges, and read the
+good region off the curve."""
 from __future__ import annotations
 
 import math
@@ -90,7 +91,7 @@ class Suggestion:
 
 def suggest(lrs, smoothed, skip_start: float = 0.1, min_drop: float = 0.05) -> Suggestion:
     """The steepest-descent lr before the minimum, and a one-decade range below the minimum:
-    [lr_min/30, lr_min/3] around guide 003's "1/3 to 1/10 of the LR at minimum loss", widened to
+    [lr_min/30, lr_min/3] around the usual "1/3 to 1/10 of the lr at minimum loss", widened to
     take in the steepest point. No suggestion when the loss never fell by `min_drop`."""
     lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
     if len(lrs) < 5:

@@ -11,7 +11,7 @@ from ..spec.settings import TrainSettings
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: bool) -> list[dict]:
     """Two groups: decayed weights, and biases plus normalisation weights (every tensor of rank < 2),
-    which the guides exclude from weight decay."""
+    which are excluded from weight decay (Loshchilov & Hutter, AdamW)."""
     decay, skip = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:

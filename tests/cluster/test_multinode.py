@@ -8,19 +8,16 @@ from mlflow.tracking import MlflowClient
 from raysweep.train import Run, train
 from tests.support import cli_on, worker_node_ids
 
-DDP_SPEC = """
-name: xnode
-task: digits_mlp
-metric: {name: val_loss, mode: min}
-search: {method: grid}
-parameters:
-  lr: {values: [0.05]}
-fixed: {optimizer: sgd, momentum: 0.9, batch_size: 98, dropout: 0.0}
-stopping: {max_epochs: 2}
-resources: {workers_per_trial: 2, cpus_per_worker: 0.5, cpus_per_trial: 0.25, custom: {worker: 0.5},
-            placement: strict_spread}
-"""
 
+def grid_spec(name, task, parameters, fixed, epochs, resources) -> str:
+    return (f"name: {name}\ntask: {task}\nmetric: {{name: val_loss, mode: min}}\nsearch: {{method: grid}}\n"
+            f"parameters:\n  {parameters}\nfixed: {fixed}\nstopping: {{max_epochs: {epochs}}}\nresources: {resources}\n")
+
+
+DDP_SPEC = grid_spec("xnode", "digits_mlp", "lr: {values: [0.05]}",
+                     "{optimizer: sgd, momentum: 0.9, batch_size: 98, dropout: 0.0}", 2,
+                     "{workers_per_trial: 2, cpus_per_worker: 0.5, cpus_per_trial: 0.25, custom: {worker: 0.5}, "
+                     "placement: strict_spread}")
 
 def test_ddp_workers_on_two_nodes_match_one_process(cluster, write_spec, tmp_path):
     out = cli_on(cluster, "sweep", write_spec(DDP_SPEC), "--runs-dir", tmp_path / "runs")
@@ -36,19 +33,9 @@ def test_ddp_workers_on_two_nodes_match_one_process(cluster, write_spec, tmp_pat
     assert trial["metrics"]["ddp_weight_spread"] == 0.0
 
 
-LOSS_SPEC = """
-name: nodeloss
-task: char_lm
-metric: {name: val_loss, mode: min}
-search: {method: grid}
-parameters:
-  seed: {values: [0, 1, 2, 3]}
-fixed: {model_dim: 32, num_heads: 2, num_layers: 1, seq_len: 32, steps_per_epoch: 60, batch_size: 16,
-        lr: 0.003, checkpoint_every: 1}
-stopping: {max_epochs: 8}
-resources: {cpus_per_worker: 0.5, custom: {worker: 0.5}}
-"""
-
+LOSS_SPEC = grid_spec("nodeloss", "char_lm", "seed: {values: [0, 1, 2, 3]}",
+                      "{model_dim: 32, num_heads: 2, num_layers: 1, seq_len: 32, steps_per_epoch: 60, batch_size: 16, "
+                      "lr: 0.003, checkpoint_every: 1}", 8, "{cpus_per_worker: 0.5, custom: {worker: 0.5}}")
 
 def _trial_logs(folder):
     logs = {}

@@ -17,7 +17,7 @@ def test_suggestion_on_a_known_curve():
     s = suggest(lrs, loss)
     assert math.isclose(math.log10(s.steepest_lr), -3, abs_tol=0.08)
     assert math.isclose(math.log10(s.min_loss_lr), -1.9, abs_tol=0.15)
-    # a decade below the minimum (guide 003: 1/3 to 1/10 of it, and lower), holding the steepest point
+    # a decade below the minimum (1/3 to 1/10 of it, and lower), holding the steepest point
     assert math.isclose(s.low, s.min_loss_lr / 30) and math.isclose(s.high, s.min_loss_lr / 3)
     assert s.low < s.steepest_lr < s.high
 
@@ -51,7 +51,7 @@ def test_range_test_is_reproducible():
     ([0.90] + [0.951] * 9, 10, False),                   # too few trials to judge
     ([0.90, 0.95] + [None] * 10, 10, True),              # diverged trials do not improve anything
 ])
-def test_stop_rule_of_guide_002(values, window, expected):
+def test_the_stop_rule(values, window, expected):
     from raysweep.sweep.stopping import plateaued
 
     assert plateaued(values, "max", window, 0.01) is expected

@@ -69,7 +69,7 @@ def test_conditionals_follow_the_parent_values_kept():
     assert fine.parameters["optimizer"].values == ["adam", "adamw"]
     assert fine.parameters["beta1"].parent_values == ["adam", "adamw"]
     lr = fine.parameters["lr"]
-    # guide 002's example: best near 1e-3 in a 1e-5..1e-1 search -> a decade-ish window around it
+    # best near 1e-3 in a 1e-5..1e-1 search -> a decade-ish window around it
     assert math.isclose(lr.min, 1e-3 * 10 ** (-0.4), rel_tol=1e-9) and math.isclose(lr.max, 3e-3 * 10 ** 0.4, rel_tol=1e-9)
     samples = [Space(fine).sample(np.random.default_rng(i)) for i in range(200)]
     assert all("momentum" not in s and "beta1" in s for s in samples)

@@ -85,3 +85,38 @@ def test_sweep_survives_the_mlflow_server_dying_and_coming_back(mlflow_server, t
         assert steps == [1, 2, 3]
         assert run.info.status == "FINISHED" and run.data.tags["raysweep.decision"] == "completed"
         assert "config.json" in [a.path for a in client.list_artifacts(run.info.run_id)]  # through the server
+
+
+def test_a_server_that_stays_down_costs_a_bounded_wait_and_sync_writes_the_rest_later(mlflow_server, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["search_spaces/digits_mlp.yaml", "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=2",
+            "--set", "parameters.hidden=32", "--set", "search.method=random", "--set", "scheduler={type: fifo}",
+            "--set", "search.num_samples=3", "--set", "search.max_concurrent=1", "--runs-dir", str(runs),
+            "--tracking-uri", mlflow_server.uri]
+    env = {**os.environ, "RAYSWEEP_MLFLOW_WAIT_S": "5"}
+    sweep = subprocess.Popen([sys.executable, "-m", "raysweep", "sweep", *args], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = []
+    for line in sweep.stdout:
+        output.append(line)
+        if "] 1/3 done" in line:
+            mlflow_server.kill()  # and it stays down until the sweep has ended
+            break
+    output += sweep.stdout.readlines()
+    assert sweep.wait(timeout=600) == 0, "".join(output)
+    text = "".join(output)
+    assert "did not take every record of stage sweep within 5 s" in text and "raysweep sync" in text, text
+    assert (runs / "ray/digits_mlp-sweep/mlflow_pending.json").exists()
+
+    mlflow_server.start()
+    synced = subprocess.run([sys.executable, "-m", "raysweep", "sync", *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert synced.returncode == 0 and "synced: sweep" in synced.stdout, synced.stdout + synced.stderr
+    assert not (runs / "ray/digits_mlp-sweep/mlflow_pending.json").exists()
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("digits_mlp")
+    trials = [r for r in client.search_runs([exp.experiment_id]) if "raysweep.trial_id" in r.data.tags]
+    assert len(trials) == 3
+    for run in trials:
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_loss")) == [1, 2]
+        assert run.info.status == "FINISHED" and run.data.tags["raysweep.decision"] == "completed"
