@@ -19,6 +19,8 @@ from .sweep.storage import STORAGE_VAR
 from .tracking import Tracker, pending
 from .tracking import tracking_uri as default_tracking_uri
 
+log = logging.getLogger(__name__)
+
 
 def _token_available() -> bool:
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
@@ -85,6 +87,7 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
             os.environ["RAY_AUTH_MODE"] = "token"  # a cluster started with a token refuses clients without one
     token_help = ("set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file "
                   "(~/.ray/auth_token on its head; `make cluster-local` prints it)")
+    log.info("connecting to Ray at %s", address or "a new local instance")
     try:
         env = storage.worker_env()  # a trial on any node reaches the same storage as the driver
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
@@ -127,6 +130,7 @@ class Session:
         connect_ray(address, log_file)
         check_resources(spec)
         artifact_root = storage.join(storage_path or runs_dir, "mlartifacts")  # beside the results
+        log.info("results in %s; MLflow artifacts in %s", storage_path or runs_dir, artifact_root)
         tracker = Tracker(tracking_uri or default_tracking_uri(spec, runs_dir),
                           experiment or spec.tracking.experiment or spec.name, artifact_root)
         return cls(runs_dir, tracker, spec_params=(*spec.parameters, *spec.derived), storage_path=storage_path,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import types
 import typing
 from pathlib import Path
@@ -14,6 +15,9 @@ from .model import At, Spec
 from .yaml_io import dotted, load_yaml, locate, parse_value
 
 _REPLACED_WHOLE = {"parameters", "derived", "mutations"}  # entries here replace, not merge, the base's
+
+
+log = logging.getLogger(__name__)
 
 
 def _merge(base: dict, child: dict, path=()) -> dict:
@@ -91,6 +95,8 @@ def load_spec(file: str | Path, overrides: list[str] = ()) -> Spec:
         raise _one_line(e, data, positions, str(file)) from None
     spec.located(str(file), positions)
     check_spec(spec)
+    log.info("%s: %d parameters, %d constraints, %d derived; %s search", file, len(spec.parameters),
+             len(spec.constraints), len(spec.derived), spec.search.method)
     return spec
 
 

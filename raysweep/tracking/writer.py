@@ -1,6 +1,10 @@
 """Batched MLflow writes on a background thread, so logging stays off the sweep's hot path. A failed
 chunk is retried with backoff; chunks that succeeded are never sent again. What the writer could not
-write by the end is caught up by the reconcile pass, from the trials' own logs on disk."""
+write by the end is caught up by the reconcile pass, from the trials' own logs on disk.
+
+Kept over MLflow's own asynchronous logging (log_batch(synchronous=False)): bench/mlflow_logging.py,
+100 trials x 100 reports on the sqlite store, measured 0.038 ms of the driver's time per report and
+7.2 s until all was written for this writer, against 0.18 ms and 47 s for MLflow's (35 s synchronous)."""
 from __future__ import annotations
 
 import queue
