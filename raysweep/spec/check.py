@@ -143,11 +143,31 @@ def _check_search(spec, fail):
             path = ("search", "points_to_evaluate", i, key)
             if key not in params:
                 fail(path, f"'{key}' is not a parameter{did_you_mean(key, params)}", allowed(params))
-            p = params[key]
-            if p.is_categorical and value not in p.values:
-                fail(path, f"{value!r} is not one of the values", allowed(p.values))
-            if p.min is not None and not (isinstance(value, (int, float)) and p.min <= value <= p.max):
-                fail(path, f"{value!r} is outside [{p.min}, {p.max}]", "give a value inside the parameter's range")
+            why = params[key].family.refuse(params[key], value)
+            if why:
+                fail(path, *why)
+    _check_points_complete(spec, fail)
+
+
+def _check_points_complete(spec, fail):
+    """A point that gives some parameters is completed by drawing the rest: it must leave a feasible
+    config, and every parameter it gives must apply under the values it gives."""
+    import numpy as np
+
+    from .space import Space
+
+    space, rng = Space(spec), np.random.default_rng(0)
+    for i, point in enumerate(spec.search.points_to_evaluate):
+        config = space.sample_feasible(rng, point, tries=200)
+        if config is None:
+            fail(("search", "points_to_evaluate", i), "no config with these values meets the constraints",
+                 "change the point or the constraints")
+        for key in point:
+            if key not in config:
+                p = space.params[key]
+                fail(("search", "points_to_evaluate", i, key), f"'{key}' applies only when {p.parent} is "
+                     f"{' or '.join(map(repr, p.parent_values))}",
+                     f"set {p.parent} to {' or '.join(map(repr, p.parent_values))} in the point, or drop {key}")
 
 
 def _check_scheduler(spec, known, fail):

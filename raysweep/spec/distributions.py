@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .errors import allowed
+
 
 class At(ValueError):
     """A validation error at a sub-field of the model being validated."""
@@ -59,6 +61,12 @@ class Family:
     def edges(self, p) -> list[tuple[tuple, Any]]:
         """(key path, value) of the values that bound what it can take (checked against the trainer)."""
         return []
+
+    def refuse(self, p, value) -> tuple[str, str] | None:
+        """(message, fix) when `value` is not one this parameter can take."""
+        if self.contains(p, value):
+            return None
+        return f"{value!r} is not a value of this {self.name} parameter", "give a value it can take"
 
     def narrow(self, p, seen: list, margin: float) -> dict:
         """Spec data for the family narrowed around `seen` (values of the best configs)."""
@@ -112,6 +120,11 @@ class Uniform(Family):
 
     def edges(self, p):
         return [(("min",), p.min), (("max",), p.max)]
+
+    def refuse(self, p, value):
+        if self.contains(p, value):
+            return None
+        return f"{value!r} is outside [{p.min}, {p.max}]", "give a value inside the parameter's range"
 
     def narrow(self, p, seen, margin):
         """The hull of the values widened by margin x the original width on each side (in log space
@@ -325,6 +338,11 @@ class Choice(Family):
 
     def edges(self, p):
         return [(("values", i), v) for i, v in enumerate(p.values)]
+
+    def refuse(self, p, value):
+        if self.contains(p, value):
+            return None
+        return f"{value!r} is not one of the values", allowed(p.values)
 
     def narrow(self, p, seen, margin):
         return {"distribution": self.name, "values": [v for v in p.values if v in seen], **_when(p)}

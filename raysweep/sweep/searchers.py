@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from ray.tune.search import Searcher
 from ray.tune.search.hyperopt import HyperOptSearch
 
@@ -113,6 +114,15 @@ def build_list(spec: Spec, space: Space, num_samples: int, points=(), evaluated=
 def build_hyperopt(spec: Spec, space: Space, num_samples: int, points=(), evaluated=()) -> Searcher:
     return ConstrainedHyperOpt(space, spec.metric.name, spec.metric.mode, spec.search.seed,
                                spec.search.n_initial_points, points, evaluated)
+
+
+def starting_points(spec: Spec, space: Space, points=()) -> list[dict]:
+    """The spec's search.points_to_evaluate, then the stage's own points. A point may give only some
+    parameters (`{optimizer: adamw, lr: 0.001}`): the rest are drawn, seeded, as Ray's
+    BasicVariantGenerator does, inside the constraints (validation made sure they can be)."""
+    rng = np.random.default_rng(spec.search.seed)
+    given = [space.sample_feasible(rng, point) or space.sample(rng, point) for point in spec.search.points_to_evaluate]
+    return [*given, *(dict(p) for p in points)]
 
 
 SEARCHERS = {"random": build_list, "grid": build_list, "hyperopt": build_hyperopt}

@@ -15,7 +15,7 @@ from . import storage
 from .progress import Progress, decision, error_line, result_log
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
-from .searchers import build_searcher, trial_count
+from .searchers import build_searcher, starting_points, trial_count
 from .stopping import PlateauStopper, TargetStopper
 from .trainable import PBT_KEY, FromConfig, run_trial, suggestion, trial_config
 
@@ -105,6 +105,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                                     tune_resources(plan(spec.resources)))
     path = stage_dir(storage_path, spec.name, stage)
     name = os.path.basename(path)
+    points = starting_points(spec, space, points)
     searcher = build_searcher(spec, space, num_samples, points, evaluated)
     total = trial_count(searcher, num_samples, points)
     progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total, plan=plan(spec.resources),

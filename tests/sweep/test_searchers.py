@@ -5,7 +5,7 @@ import numpy as np
 
 from raysweep.spec import Space, Spec
 from raysweep.sweep.hyperopt_space import from_hyperopt
-from raysweep.sweep.searchers import ConstrainedHyperOpt, build_list
+from raysweep.sweep.searchers import ConstrainedHyperOpt, build_list, build_searcher, starting_points
 
 HEAD = {"name": "t", "task": "digits_mlp", "metric": {"name": "val_loss", "mode": "min"}}
 
@@ -97,3 +97,24 @@ def test_pbt_explore_keeps_perturbed_configs_feasible():
         config = explore({"__config": {"optimizer": "adamw", "lr": 0.01}, "lr": value})
         assert config["lr"] < 0.02 and config["__config"]["optimizer"] == "adamw"
     assert explore({"__config": {"optimizer": "sgd", "lr": 0.01}, "lr": 0.025})["lr"] == 0.025  # no constraint on sgd
+
+
+def test_the_specs_points_run_first_completed_by_draws_under_either_searcher():
+    params = {"optimizer": {"values": ["sgd", "adamw"]},
+              "momentum": {"distribution": "uniform", "min": 0.8, "max": 0.99, "when": {"optimizer": "sgd"}},
+              "lr": {"distribution": "loguniform", "min": 1e-4, "max": 1e-1},
+              "dropout": {"distribution": "uniform", "min": 0.0, "max": 0.5}}
+    given = [{"optimizer": "adamw", "lr": 0.001}, {"optimizer": "sgd", "momentum": 0.9}]
+    for method in ("random", "hyperopt"):
+        s = spec(params, search={"method": method, "seed": 3, "num_samples": 6, "points_to_evaluate": given},
+                 constraints=["dropout < 0.4"])
+        space = Space(s)
+        points = starting_points(s, space, [{"optimizer": "adamw", "lr": 0.01, "dropout": 0.1}])
+        assert len(points) == 3 and points[2] == {"optimizer": "adamw", "lr": 0.01, "dropout": 0.1}
+        for want, got in zip(given, points, strict=False):
+            assert got.items() >= want.items() and space.contains(got)  # the rest drawn, inside the constraints
+        assert "momentum" in points[1] and "momentum" not in points[0]
+        searcher = build_searcher(s, space, 6, points)
+        first = [from_hyperopt(space, searcher.suggest(f"t{i}")) if method == "hyperopt" else searcher.suggest(f"t{i}")
+                 for i in range(3)]
+        assert first == points, method
