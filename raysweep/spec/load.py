@@ -70,6 +70,9 @@ def _set_override(data: dict, positions: dict, assignment: str, file: Path) -> N
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SpecError(f"--set {key}: '{part}' is not a section", fix="set a leaf key")
+    if value is None:  # KEY=null removes the key, as `key: null` does under extends
+        node.pop(parts[-1], None)
+        return
     node[parts[-1]] = value
     positions[tuple(parts)] = (f"{file} (--set {key.strip()})", None, None)
 
@@ -92,7 +95,11 @@ def load_spec(file: str | Path, overrides: list[str] = ()) -> Spec:
     try:
         spec = Spec.model_validate(copy.deepcopy(data))
     except ValidationError as e:
-        raise _one_line(e, data, positions, str(file)) from None
+        error = _one_line(e, data, positions, str(file))
+        if overrides and error.path and "does not apply" in error.message:  # an override changed what applies
+            error.message = error.message.removesuffix("; remove it")
+            error.fix = f"remove it, or add --set {error.path}=null"
+        raise error from None
     spec.located(str(file), positions)
     check_spec(spec)
     log.info("%s: %d parameters, %d constraints, %d derived; %s search", file, len(spec.parameters),

@@ -91,3 +91,15 @@ def test_pbt_checkpoints_at_every_perturbation_unless_told_otherwise(write_spec)
     assert load_spec(write_spec(base + pbt)).fixed["checkpoint_every"] == 3
     assert load_spec(write_spec(base + pbt + "fixed: {checkpoint_every: 1}\n")).fixed["checkpoint_every"] == 1
     assert "checkpoint_every" not in load_spec(write_spec(base)).fixed  # other schedulers: time-based only
+
+
+def test_set_null_removes_a_key_and_a_refusal_names_the_set_that_fixes_it():
+    from raysweep.spec import SpecError
+
+    file = ROOT / "search_spaces" / "digits_mlp.yaml"
+    with pytest.raises(SpecError) as refused:
+        load_spec(file, ["scheduler.type=fifo"])
+    assert str(refused.value).endswith("'grace_period' does not apply to scheduler 'fifo' (it is for: asha, median); "
+                                       "remove it, or add --set scheduler.grace_period=null")
+    spec = load_spec(file, ["scheduler.type=fifo", "scheduler.grace_period=null", "scheduler.reduction_factor=null"])
+    assert spec.scheduler.type == "fifo" and "grace_period" not in spec.scheduler.model_fields_set
