@@ -223,7 +223,7 @@ def _check_feasible(spec, fail):
     try:
         rejection = space.check_feasible()
     except ExprError as e:
-        fail(("constraints",), str(e), "make the expression valid for every value of its parameters")
+        fail(e.where or ("constraints",), str(e), "make the expression valid for every value of its parameters")
     if rejection is not None:
         worst = max(rejection.by_constraint, key=rejection.by_constraint.get)
         index = spec.constraints.index(worst)

@@ -27,10 +27,12 @@ FUNCTIONS = {
     "ceil": math.ceil, "floor": math.floor,
 }
 _MAX_POW = 1e6  # keeps `10 ** 10 ** 10` from hanging validation
+MAX_ITEMS = 10_000  # the longest string or list an expression may build ("x" * 10 ** 10 would take 10 GB)
+MAX_SOURCE = 2_000  # characters
 
 
 class ExprError(ValueError):
-    pass
+    where: tuple = ()  # the spec path of the expression that failed, when the caller knows it
 
 
 class Missing(KeyError):
@@ -44,12 +46,16 @@ class Expr:
         if not isinstance(source, str) or not source.strip():
             raise ExprError("expected an expression string")
         self.source = source
+        if len(source) > MAX_SOURCE:
+            raise ExprError(f"an expression of {len(source):,} characters is too long (at most {MAX_SOURCE:,})")
         try:
             self._tree = ast.parse(source.strip(), mode="eval").body
+            self.names: set[str] = set()
+            self._check(self._tree)
         except SyntaxError as e:
             raise ExprError(f"syntax error in `{source}` at column {e.offset}") from None
-        self.names: set[str] = set()
-        self._check(self._tree)
+        except (RecursionError, MemoryError):
+            raise ExprError(f"`{source[:60]}...` is nested too deeply") from None
 
     def _check(self, node):
         if isinstance(node, ast.Constant):
@@ -103,8 +109,7 @@ class Expr:
             raise Missing(node.id)
         if isinstance(node, ast.BinOp):
             left, right = ev(node.left, env), ev(node.right, env)
-            if isinstance(node.op, ast.Pow) and abs(right) > 64 and abs(left) > 1:
-                raise ExprError(f"`{self.source}`: exponent {right} is too large")
+            self._guard(node.op, left, right)
             out = _BINOPS[type(node.op)](left, right)
             if isinstance(out, (int, float)) and not isinstance(out, bool) and abs(out) > 1e300 * _MAX_POW:
                 raise ExprError(f"`{self.source}` overflowed")
@@ -130,6 +135,23 @@ class Expr:
         if isinstance(node, ast.Call):
             return FUNCTIONS[node.func.id](*(ev(a, env) for a in node.args))
         raise ExprError(f"cannot evaluate `{ast.unparse(node)}`")  # unreachable after _check
+
+    def _guard(self, op, left, right) -> None:
+        """Refuse an operation whose result would be too large to build, before building it."""
+        seq = (str, list)
+        if isinstance(op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > 64 and abs(left) > 1:
+            raise ExprError(f"`{self.source}`: exponent {right} is too large")
+        if isinstance(op, ast.Mod) and isinstance(left, str):
+            raise ExprError(f"`{self.source}`: string formatting with % is not allowed")
+        size = 0
+        if isinstance(op, ast.Mult):
+            for a, b in ((left, right), (right, left)):
+                if isinstance(a, seq) and isinstance(b, int):
+                    size = len(a) * b
+        elif isinstance(op, ast.Add) and isinstance(left, seq) and isinstance(right, seq):
+            size = len(left) + len(right)
+        if size > MAX_ITEMS:
+            raise ExprError(f"`{self.source}` builds a string or list of {size:,} items (at most {MAX_ITEMS:,})")
 
     def __repr__(self):
         return f"Expr({self.source!r})"

@@ -13,6 +13,7 @@ from .model import Param, Spec
 from .settings import TrainSettings
 
 FEASIBILITY_DRAWS = 2000
+CHECKED_DRAWS = 20  # draws whose derived values and constraints validation always evaluates
 
 
 def clean(p: Param, value):
@@ -90,16 +91,22 @@ class Space:
                 env[name] = out[name] = expr(env)
             except Missing:
                 continue  # depends on an inactive conditional parameter
+            except ExprError as e:
+                e.where = ("derived", name)
+                raise
         return out
 
     def violated(self, config: dict) -> Expr | None:
         """The first constraint the config (with derived values) breaks, or None."""
         env = self.env(self.with_derived(config))
-        for c in self.constraints:
+        for i, c in enumerate(self.constraints):
             try:
                 ok = c(env)
             except Missing:
                 continue  # a constraint on an inactive parameter does not apply
+            except ExprError as e:
+                e.where = ("constraints", i)
+                raise
             if not ok:
                 return c
         return None
@@ -146,20 +153,22 @@ class Space:
         return out
 
     def check_feasible(self, draws: int = FEASIBILITY_DRAWS) -> Rejection | None:
-        """None if some config satisfies every constraint; else what rejected the draws."""
-        if not self.constraints:
-            return None
+        """None if some config satisfies every constraint; else what rejected the draws. Derived values
+        are computed on the draws too (ExprError when one fails), so what validates, a trial can run."""
         rng = np.random.default_rng(0)
-        rejection = Rejection(0)
+        rejection, feasible = Rejection(0), False
         points = self.grid()
         for i in range(max(draws, len(points))):
+            if feasible and i >= CHECKED_DRAWS:
+                return None
             config = self.sample(rng, points[i % len(points)])
             bad = self.violated(config)
             if bad is None:
-                return None
+                feasible = True
+                continue
             rejection.draws += 1
             rejection.by_constraint[bad.source] = rejection.by_constraint.get(bad.source, 0) + 1
-        return rejection
+        return None if feasible else rejection
 
 
 __all__ = ["Space", "clean", "ExprError"]

@@ -47,7 +47,7 @@ def convert(data: dict, pos: dict, file: str) -> tuple[dict, dict]:
         if key in ("name", "description", "task", "parameters", "metric"):
             continue
         if key == "method":
-            if value not in _METHODS:
+            if not isinstance(value, str) or value not in _METHODS:
                 fail(("method",), f"W&B method '{value}' has no raysweep equivalent", "use grid, random or bayes")
             out["method"] = _METHODS[value]
         elif key == "run_cap":

@@ -1,0 +1,95 @@
+"""Hostile and oversized inputs, generated here: each gets one line and exit 2 within seconds, under a
+3 GB address-space limit; nothing they ask for runs. Prints each input's time and peak memory."""
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from raysweep.spec import ExprError, SpecError, load_spec
+from tests.support import ROOT
+
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", 150)), deadline=None,  # FUZZ_EXAMPLES=3000 to dig
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+HEAD = "name: h\ntask: digits_mlp\nmetric: {name: val_loss, mode: min}\n"
+LIMIT = 3 * 2**30
+
+
+def _limit():
+    resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+
+
+def validate(path):
+    """(result, seconds, peak RSS in MB) of `raysweep validate path` in its own process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "raysweep", "validate", str(path)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, preexec_fn=_limit)
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    return result, time.monotonic() - start, peak
+
+
+HOSTILE = {
+    "deep_flow_sequence": lambda: HEAD + "fixed: {x: " + "[" * 50_000 + "]" * 50_000 + "}\n",
+    "deep_block_mapping": lambda: HEAD + "fixed:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(80))
+    + "  " * 81 + "v: 1\n",
+    "ten_megabytes_of_parameters": lambda: HEAD + "parameters:\n" + "".join(
+        f"  p{i}: {{distribution: uniform, min: 0, max: 1}}\n" for i in range(200_000)),
+    "binary": lambda: bytes(range(256)) * 64,
+    "not_utf8": lambda: (HEAD + "description: caf\xe9\n").encode("latin-1"),
+    "nested_expression": lambda: HEAD + "parameters:\n  lr: {distribution: uniform, min: 0, max: 1}\nconstraints:\n"
+                                 "  - \"" + "(" * 150 + "lr" + ")" * 150 + " > 0\"\n",
+    "long_expression": lambda: HEAD + "parameters:\n  lr: {distribution: uniform, min: 0, max: 1}\nconstraints:\n"
+                               "  - \"" + " + ".join(["lr"] * 3000) + " > 0\"\n",
+    "null_bytes": lambda: HEAD + "description: \"a\x00b\"\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_file_gets_one_line_and_exit_2_in_bounded_time_and_memory(tmp_path, name):
+    content = HOSTILE[name]()
+    path = tmp_path / f"{name}.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result, seconds, peak = validate(path)
+    print(f"{name}: {path.stat().st_size:,} bytes -> exit {result.returncode} in {seconds:.1f} s, peak {peak:.0f} MB")
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(str(path)) and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+
+
+YAMLISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=30)
+KEYS = ["name", "task", "metric", "parameters", "search", "scheduler", "stopping", "resources", "fixed", "derived",
+        "constraints", "stages", "extends", "method", "program", "command"]
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=10), YAMLISH, max_size=8) | YAMLISH)
+def test_no_generated_spec_lets_anything_but_a_spec_error_escape(tmp_path, data):
+    import yaml
+
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(yaml.safe_dump(data))
+    try:
+        load_spec(path)
+    except (SpecError, ExprError):
+        pass
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_no_yaml_text_or_set_value_lets_anything_but_a_spec_error_escape(tmp_path, text):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes((HEAD + text).encode("utf-8", errors="replace"))
+    for overrides in ((), (f"fixed.x={text}",), (f"{text}=1",)):
+        try:
+            load_spec(path, overrides)
+        except (SpecError, ExprError):
+            pass
