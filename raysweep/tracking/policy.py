@@ -1,6 +1,7 @@
 """One failure policy for everything raysweep writes to MLflow: MLflow failing never fails a sweep.
 Live writes are tried once (the writer retries on its own thread); end-of-stage writes are retried
-with backoff until a deadline, so a stage end never waits on a dead server longer than
+with backoff until a deadline (and once a deadline has passed in vain, tried once each until the
+server answers), so a stage end never waits on a dead server longer than
 STAGE_END_BOUND_S (RAYSWEEP_MLFLOW_WAIT_S, 60 s unless set) plus one request's timeout
 (MLFLOW_HTTP_REQUEST_TIMEOUT, 10 s unless set). What is not written by then stays on disk (each
 trial's own log), a marker says so, and `raysweep sync` (or the same command with --resume) writes
@@ -25,6 +26,7 @@ class Policy:
     def __init__(self, uri: str):
         self.uri = uri
         self.last_error: str | None = None
+        self.gave_up = False  # a deadline passed with MLflow down: later writes are tried once, not waited for
         self._said = False
 
     def failed(self, e: Exception) -> None:
@@ -43,11 +45,17 @@ class Policy:
             return False, None
 
     def until(self, deadline: float, action: Callable[..., T], *args) -> tuple[bool, T | None]:
-        """Retry with backoff until it works or the deadline (time.monotonic()) passes."""
+        """Retry with backoff until it works or the deadline (time.monotonic()) passes. Once one
+        deadline has passed in vain, one try each until MLflow answers again: a command waits on a
+        dead server once, not at every stage."""
         delay = 0.5
         while True:
             ok, value = self.once(action, *args)
-            if ok or time.monotonic() + delay > deadline:
+            if ok:
+                self.gave_up = False
+                return ok, value
+            if self.gave_up or time.monotonic() + delay > deadline:
+                self.gave_up = True
                 return ok, value
             time.sleep(delay)
             delay = min(2 * delay, 5.0)

@@ -90,6 +90,9 @@ def test_a_stage_end_with_mlflow_down_returns_within_its_bound_and_a_later_sync_
     assert not down.finish_stage(done, "k", bound_s=3)
     assert time.monotonic() - started < 3 + 5  # the bound, plus at most one backoff step
     assert pending(done.path)
+    started = time.monotonic()
+    assert not down.finish_stage(done, "k", bound_s=3)  # still down: tried once, not waited for again
+    assert time.monotonic() - started < 2
     up = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
     assert up.finish_stage(done, "k") and not pending(done.path)
     assert up.finish_stage(done, "k")  # again: nothing is written twice
