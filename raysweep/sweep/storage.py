@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import uuid
 
 STORAGE_VAR = "RAYSWEEP_STORAGE_PATH"  # the default storage_path of specs that set none (cluster.yaml sets it)
@@ -99,6 +100,9 @@ def copy_tree(source: str, destination: str) -> None:
     pafs.copy_files(src, dst, source_filesystem=src_fs, destination_filesystem=dst_fs)
 
 
+MIN_FREE_BYTES = 200 * 2**20
+
+
 def check_writable(path: str) -> str | None:
     """Why results cannot be written under `path` (no bucket, no credentials, read-only, full disk), or
     None. Asked before any trial starts: a sweep should not learn this after an hour of training."""
@@ -109,6 +113,10 @@ def check_writable(path: str) -> str | None:
         fs.delete_file(p)
     except Exception as e:  # noqa: BLE001 - whatever the filesystem says, the user gets it in one line
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'cannot write'}"
+    if not is_uri(path):
+        free = shutil.disk_usage(path).free
+        if free < MIN_FREE_BYTES:  # checkpoints and logs would fill it mid-sweep
+            return f"only {free / 2**20:.1f} MB free there; a sweep needs at least {MIN_FREE_BYTES // 2**20} MB"
     return None
 
 

@@ -93,3 +93,22 @@ def test_no_yaml_text_or_set_value_lets_anything_but_a_spec_error_escape(tmp_pat
             load_spec(path, overrides)
         except (SpecError, ExprError):
             pass
+
+
+def test_a_nearly_full_disk_is_refused_before_any_trial_starts(tmp_path):
+    import shutil
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a 2 MB tmpfs")
+    try:
+        result = subprocess.run([sys.executable, "-m", "raysweep", "sweep", "search_spaces/digits_mlp.yaml",
+                                 "--runs-dir", str(mount / "runs")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip().endswith("MB free there; a sweep needs at least 200 MB); check the bucket or folder "
+                                              "exists and the credentials (AWS_* for s3://), or choose another --runs-dir")
+        assert len(result.stderr.strip().splitlines()) == 1 and not (mount / "runs" / "ray").exists()
+    finally:
+        subprocess.run(["umount", str(mount)])
+        shutil.rmtree(mount, ignore_errors=True)
