@@ -33,6 +33,7 @@ class BatchWriter:
         self.client, self.interval_s = client, interval_s
         self.pending: queue.Queue = queue.Queue()
         self.last_error: str | None = None
+        self.failing = False  # the last send failed: a flush does not wait on a server that is down
         self._stop = threading.Event()
         self._wake = threading.Event()  # a flush ends the gathering window at once
         self._thread = threading.Thread(target=self._loop, name="raysweep-mlflow", daemon=True)
@@ -49,9 +50,10 @@ class BatchWriter:
         self.pending.put((run_id, "tags", [RunTag(k, str(v)[:5000]) for k, v in values.items()]))
 
     def flush(self, timeout_s: float = 30.0) -> bool:
-        """Wait until everything queued is written; False if MLflow did not take it in time."""
+        """Wait until everything queued is written; False if MLflow did not take it in time (at once
+        while MLflow is failing)."""
         deadline = time.monotonic() + timeout_s
-        while self.pending.unfinished_tasks and time.monotonic() < deadline:
+        while self.pending.unfinished_tasks and time.monotonic() < deadline and not self.failing:
             self._wake.set()
             time.sleep(0.02)
         return not self.pending.unfinished_tasks
@@ -90,9 +92,10 @@ class BatchWriter:
         while True:  # an unreachable server stalls this thread, never the sweep
             try:
                 self.client.log_batch(run_id, **chunk)
+                self.failing = False
                 return
             except Exception as e:  # noqa: BLE001 - any MLflow/HTTP failure: back off and retry this chunk
-                self.last_error = describe(e)
+                self.last_error, self.failing = describe(e), True
                 if self._stop.is_set():
                     return
                 time.sleep(delay)

@@ -119,7 +119,10 @@ def test_the_writer_retries_a_failed_chunk_and_never_resends_one_that_succeeded(
     client = FlakyClient(fail_calls={2})  # the second chunk fails once
     writer = BatchWriter(client, interval_s=0.01)
     writer.metrics("r", {f"m{i}": i for i in range(1500)}, step=1)  # 2 chunks of at most 1000
-    assert writer.close(timeout_s=10)
+    deadline = time.monotonic() + 10
+    while writer.pending.unfinished_tasks and time.monotonic() < deadline:  # the retry after its backoff
+        time.sleep(0.05)
+    assert writer.close(timeout_s=1) and not writer.failing
     sizes = [len(c["metrics"]) for c in client.calls]
     assert sizes == [1000, 500, 500]  # chunk 2 failed and was sent again; chunk 1 was not
     assert writer.last_error == "ConnectionError: down"
