@@ -53,7 +53,9 @@ def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str,
         end_tags[TAG + "diverged_reason"] = record.metrics["diverged_reason"]
     if record.error:
         end_tags[TAG + "error"] = record.error
-    for chunk in chunks({"metrics": metrics, "tags": [RunTag(k, str(v)[:5000]) for k, v in end_tags.items()]}):
+    have = run.data.tags if run is not None else {}
+    tags = [RunTag(k, str(v)[:5000]) for k, v in end_tags.items() if have.get(k) != str(v)[:5000]]
+    for chunk in chunks({"metrics": metrics, "tags": tags}):  # nothing, when the live path wrote it all
         client.log_batch(run_id, **chunk)
     if status == "RUNNING":
         client.log_text(run_id, json.dumps(record.config, indent=1, default=str), "config.json")
