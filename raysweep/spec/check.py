@@ -33,7 +33,11 @@ def check_spec(spec: Spec) -> None:
     _check_search(spec, fail)
     _check_scheduler(spec, known, fail)
     _check_stages(spec, fail)
-    _check_feasible(spec, fail)
+    from .space import Space  # the space, once the expressions it evaluates are known to be valid
+
+    space = Space(spec)
+    _check_points_complete(spec, space, fail)
+    _check_feasible(spec, space, fail)
 
 
 def _check_task(spec, fail):
@@ -146,17 +150,14 @@ def _check_search(spec, fail):
             why = params[key].family.refuse(params[key], value)
             if why:
                 fail(path, *why)
-    _check_points_complete(spec, fail)
 
 
-def _check_points_complete(spec, fail):
+def _check_points_complete(spec, space, fail):
     """A point that gives some parameters is completed by drawing the rest: it must leave a feasible
     config, and every parameter it gives must apply under the values it gives."""
     import numpy as np
 
-    from .space import Space
-
-    space, rng = Space(spec), np.random.default_rng(0)
+    rng = np.random.default_rng(0)
     for i, point in enumerate(spec.search.points_to_evaluate):
         config = space.sample_feasible(rng, point, tries=200)
         if config is None:
@@ -216,10 +217,7 @@ def _check_stages(spec, fail):
                  f"{spec.stopping.max_epochs}", "lower it or raise stopping.max_epochs")
 
 
-def _check_feasible(spec, fail):
-    from .space import Space
-
-    space = Space(spec)
+def _check_feasible(spec, space, fail):
     try:
         rejection = space.check_feasible()
     except ExprError as e:

@@ -31,6 +31,10 @@ for _first in list("-+0123456789."):
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
+class YamlError(SpecError):
+    """Text that is not YAML (as opposed to YAML past the bounds below)."""
+
+
 # What a spec file may expand to: real specs are a few KB; a file past these is refused in one line
 # before it can take the machine's memory or time (aliases can make a small file expand exponentially).
 MAX_BYTES = 1_000_000
@@ -114,10 +118,10 @@ def parse_yaml(text: str, name: str | None = None) -> tuple[object, dict]:
         what = " ".join(str(p) for p in (e.context, e.problem) if p)
         if e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
             what += f" (the {e.context.split()[-1] if e.context else 'block'} opened at line {e.context_mark.line + 1})"
-        raise SpecError(f"YAML syntax error: {what}", name, mark.line + 1 if mark else None,
+        raise YamlError(f"YAML syntax error: {what}", name, mark.line + 1 if mark else None,
                         mark.column + 1 if mark else None, fix="fix the YAML syntax at this place") from None
     except yaml.YAMLError as e:  # e.g. a control character: the reader's first line says which
-        raise SpecError(f"YAML error: {str(e).splitlines()[0]}", name, fix="remove it") from None
+        raise YamlError(f"YAML error: {str(e).splitlines()[0]}", name, fix="remove it") from None
     positions: dict = {}
     if node is None:
         return None, positions
@@ -125,7 +129,7 @@ def parse_yaml(text: str, name: str | None = None) -> tuple[object, dict]:
         data = _build(loader, node, (), positions, name)
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark
-        raise SpecError(f"YAML error: {e.problem}", name, mark.line + 1 if mark else None,
+        raise YamlError(f"YAML error: {e.problem}", name, mark.line + 1 if mark else None,
                         mark.column + 1 if mark else None) from None
     return data, positions
 
@@ -134,10 +138,8 @@ def parse_value(text: str):
     """A command-line value read like a YAML scalar (so `3e-4` is a number); unparsable text stays text."""
     try:
         return parse_yaml(text, "--set")[0]
-    except SpecError as e:
-        if "YAML syntax error" in e.message:
-            return text
-        raise
+    except YamlError:
+        return text
 
 
 def _dotted(path) -> str:

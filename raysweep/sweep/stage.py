@@ -73,7 +73,7 @@ def check_resources(spec: Spec) -> None:
     extra = autoscaler_nodes()
     if extra is None:
         console.note(f"the cluster's autoscaler config is not readable here (set {AUTOSCALING_CONFIG_VAR}); "
-              "resources are not checked before the run")
+                     "resources are not checked before the run")
         return
     why = unsatisfiable(plan(spec.resources), ray_nodes() + extra)
     if why:
