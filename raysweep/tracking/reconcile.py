@@ -22,7 +22,10 @@ def trial_rows(record) -> dict[int, dict]:
     if not record.path:
         return {}
     fs, folder = storage.filesystem_of(record.path)
-    rows = {step_of(r): r for r in checkpoint_log(folder, fs)}
+    last = step_of(record.metrics) if record.metrics else record.epochs
+    # a worker can checkpoint an epoch after the scheduler stopped it: Tune never accepted that
+    # report, so it is not part of the trial (its record ends at `last`)
+    rows = {step_of(r): r for r in checkpoint_log(folder, fs) if step_of(r) <= last}
     rows.update({step_of(r): r for r in result_log(folder, fs)})
     if record.ended_as and step_of(record.metrics) not in rows:
         # it cloned a PBT donor's last checkpoint and ended there without training on: its final

@@ -57,7 +57,7 @@ def test_a_pbt_clone_that_ends_on_its_donors_checkpoint_logs_that_final_epoch(tm
     assert run.info.status == "FINISHED"
 
 
-def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoint(tmp_path):
+def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoint_and_no_later_one(tmp_path):
     # with shared storage the driver syncs a trial's result log every few seconds while the worker
     # uploads its checkpoints at once: a driver killed in between leaves epoch 2 only in its checkpoint
     from raysweep.train import checkpoint
@@ -70,6 +70,8 @@ def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoin
     folder.mkdir(parents=True)
     (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 10)) for s in (1, 3)))
     checkpoint.save(str(folder / "checkpoint_000001"), {"epoch": 2, "val_accuracy": 0.7}, loop={"epoch": 2})
+    # the worker checkpointed epoch 4 after the scheduler had stopped the trial at 3: never accepted
+    checkpoint.save(str(folder / "checkpoint_000002"), {"epoch": 4, "val_accuracy": 0.9}, loop={"epoch": 4})
     callback.on_trial_start(0, [], trial)
     callback.on_trial_result(0, [], trial, result("t1", 3, 0.8, status="completed"))  # what the new driver saw
     callback.on_trial_complete(0, [], trial)
