@@ -137,11 +137,15 @@ def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
 @click.option("--tracking-uri", help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, sqlite under runs).")
 @click.option("--experiment", help="MLflow experiment (default: spec's tracking.experiment, else its name).")
 @click.option("--stage", default="sweep", show_default=True, help="Stage name (MLflow parent run, result folder).")
-def sweep_command(file, overrides, address, resume, runs_dir, tracking_uri, experiment, stage):
+@click.option("--retry-failed", is_flag=True,
+              help="Run the finished stage's errored, diverged and timed-out trials again (finished ones are kept).")
+def sweep_command(file, overrides, address, resume, runs_dir, tracking_uri, experiment, stage, retry_failed):
     """Run one stage of a sweep on Ray Tune; every trial lands in MLflow."""
     spec = load_checked(file, overrides)
+    if resume and retry_failed:
+        raise click.UsageError("--resume and --retry-failed: use one (resume an interrupted stage first)")
     session = start_session(spec, address, runs_dir, tracking_uri, experiment)
-    result = session.stage(spec, stage, resume=resume)
+    result = session.stage(spec, stage, resume=resume, retry=retry_failed)
     session.summarize(result)
 
 

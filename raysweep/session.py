@@ -13,7 +13,7 @@ from .report.plots import lr_range_plot
 from .report.table import top_table
 from .spec import Spec, SpecError
 from .spec.model import STAGES
-from .sweep import StageResult, check_resources, run_stage, stage_dir, storage
+from .sweep import StageResult, check_resources, retry_failed, run_stage, stage_dir, storage
 from .sweep.resources import ClusterError
 from .sweep.storage import STORAGE_VAR
 from .tracking import Tracker, pending
@@ -141,9 +141,12 @@ class Session:
         """Tune's results: the spec's storage_path (shared storage on a cluster), else runs/ray."""
         return self.storage_path or os.path.join(self.runs_dir, "ray")
 
-    def stage(self, spec: Spec, stage: str, **kw) -> StageResult:
+    def stage(self, spec: Spec, stage: str, retry: bool = False, **kw) -> StageResult:
+        """One stage, its trials logged under the stage's MLflow run; `retry` runs a finished stage's
+        failed trials again instead."""
         key = stage_dir(self.storage, spec.name, stage)
-        result = run_stage(spec, stage, self.storage, callbacks=[self.tracker.callback(spec, stage, key)], **kw)
+        callbacks = [self.tracker.callback(spec, stage, key)]
+        result = (retry_failed if retry else run_stage)(spec, stage, self.storage, callbacks=callbacks, **kw)
         self.tracker.finish_stage(result, key)
         return result
 

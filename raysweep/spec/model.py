@@ -242,6 +242,8 @@ class Stopping(Strict):
     max_epochs: int = Field(20, ge=1)
     target: float | None = None
     time_budget_s: float | None = Field(None, gt=0)
+    # a trial that reports no epoch for this long (startup included) is stopped as timed_out
+    trial_timeout_s: float | None = Field(None, gt=0)
     early_stopping: EarlyStopping | None = None
 
 

@@ -2,6 +2,7 @@
 resume the Tuner, and hand back plain records (no Ray objects leave this module)."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -15,8 +16,8 @@ from . import storage
 from .progress import Progress, decision, error_line, result_log
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
-from .searchers import build_searcher, starting_points, trial_count
-from .stopping import PlateauStopper, TargetStopper
+from .searchers import ListSearcher, build_searcher, starting_points, trial_count
+from .stopping import PlateauStopper, StatusStopper, TargetStopper
 from .trainable import PBT_KEY, FromConfig, run_trial, suggestion, trial_config
 
 
@@ -24,7 +25,7 @@ from .trainable import PBT_KEY, FromConfig, run_trial, suggestion, trial_config
 class TrialRecord:
     trial_id: str
     config: dict            # what the trainer saw (derived values included)
-    status: str             # completed | early_stopped | target_reached | diverged | stopped | errored
+    status: str             # completed | early_stopped | target_reached | diverged | timed_out | stopped | errored
     value: float | None     # the best value of the sweep metric the trial reached
     epochs: int
     metrics: dict = field(default_factory=dict)  # its last report
@@ -34,6 +35,8 @@ class TrialRecord:
     resumed_at: list = field(default_factory=list)  # epochs of its own checkpoints it resumed from
     path: str | None = None  # its folder in the stage's storage (its result log and checkpoints)
     ended_as: str | None = None  # a PBT clone that ended on its donor's checkpoint: the donor's trial id
+    retried_as: str | None = None  # a failed trial run again (--retry-failed): the new trial's id
+    retry_of: str | None = None    # ... and on the new trial, the failed one's
 
 
 @dataclass
@@ -45,7 +48,8 @@ class StageResult:
     trials: list[TrialRecord]
 
     def ranked(self) -> list[TrialRecord]:
-        return ranked(self.trials, self.mode, lambda t: t.value)
+        """Best first, without trials that have no value or were run again."""
+        return ranked([t for t in self.trials if not t.retried_as], self.mode, lambda t: t.value)
 
     @property
     def best(self) -> TrialRecord | None:
@@ -64,6 +68,7 @@ class StageResult:
                 "trials": [asdict(t) for t in self.ranked()] + [asdict(t) for t in self.trials if t not in self.ranked()]}
 
 
+FAILED = ("errored", "diverged", "timed_out")
 MAX_FAILURES = 2  # retries of a trial whose worker or node was lost, each from its last checkpoint
 
 
@@ -89,9 +94,11 @@ def stage_dir(storage_path: str, spec_name: str, stage: str) -> str:
 def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None = None, num_samples: int | None = None,
               points: list[dict] = (), evaluated: list[tuple[dict, float]] = (), callbacks: list = (),
               resume: bool = False, evaluate_test: bool = False, quiet: bool = False,
-              stop_rule: tuple[int, float] | None = None, time_budget_s: float | None = None) -> StageResult:
+              stop_rule: tuple[int, float] | None = None, time_budget_s: float | None = None,
+              configs: list[dict] | None = None) -> StageResult:
     """Run (or, with `resume`, continue) one stage; `stop_rule` = (window, min_improvement) ends it
-    once the last `window` finished trials improved the best by less than that fraction."""
+    once the last `window` finished trials improved the best by less than that fraction; `configs`
+    runs exactly those trainer configs instead of the spec's search."""
     from ray import tune
     from ray.tune.stopper import CombinedStopper
 
@@ -100,21 +107,25 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     space = Space(spec)
     run = Run.from_spec(spec, epochs=epochs, evaluate_test=evaluate_test)
     payload = {"spec": spec.payload(), "run": asdict(run), "storage": storage_path,
-               "nested": spec.search.method == "hyperopt"}
+               "nested": spec.search.method == "hyperopt" and configs is None}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload),
                                     tune_resources(plan(spec.resources)))
     path = stage_dir(storage_path, spec.name, stage)
     name = os.path.basename(path)
-    points = starting_points(spec, space, points)
-    searcher = build_searcher(spec, space, num_samples, points, evaluated)
+    if configs is None:
+        points = starting_points(spec, space, points)
+        searcher = build_searcher(spec, space, num_samples, points, evaluated)
+    else:
+        searcher = ListSearcher(configs, spec.metric.name, spec.metric.mode)
     total = trial_count(searcher, num_samples, points)
     progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total, plan=plan(spec.resources),
                                           max_failures=MAX_FAILURES)]
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        stoppers = [TargetStopper(spec.metric.name, spec.metric.mode, spec.stopping.target)] \
-            if spec.stopping.target is not None else []
+        stoppers = [StatusStopper()] if spec.stopping.trial_timeout_s else []
+        if spec.stopping.target is not None:
+            stoppers.append(TargetStopper(spec.metric.name, spec.metric.mode, spec.stopping.target))
         if stop_rule and stop_rule[0]:
             stoppers.append(PlateauStopper(spec.metric.name, spec.metric.mode, *stop_rule))
         rules = [s for s in stoppers if isinstance(s, PlateauStopper)]
@@ -153,6 +164,35 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
     storage.write_text(storage.join(path, "results.json"), json.dumps(result.to_json(), indent=1, default=str))
     return result
+
+
+def retry_failed(spec: Spec, stage: str, storage_path: str, **kw) -> StageResult:
+    """Run a finished stage's errored, diverged and timed-out trials again, each with its own config
+    (as a new Tune experiment beside the stage's), and merge them into the stage's results: the failed
+    records stay, marked `retried_as`; finished trials are not touched."""
+    path = stage_dir(storage_path, spec.name, stage)
+    try:
+        old = StageResult.load(path)
+    except (OSError, TypeError, ValueError, KeyError):
+        raise SpecError(f"no finished stage '{stage}' to retry at {path}", spec.file,
+                        fix="run it first (without --retry-failed)") from None
+    if spec.scheduler.type == "pbt":
+        raise SpecError("--retry-failed cannot re-run trials of a PBT stage (their configs change as they train)",
+                        spec.file, path="scheduler.type", fix="run the stage again with --resume or afresh")
+    failed = [t for t in old.trials if t.status in FAILED and not t.retried_as]
+    if not failed:
+        return old
+    again = next(f"{stage}-retry{n}" for n in itertools.count(1)
+                 if not storage.exists(stage_dir(storage_path, spec.name, f"{stage}-retry{n}")))
+    new = run_stage(spec, again, storage_path, configs=[t.config for t in failed], **kw)
+    fresh = {json.dumps(t.config, sort_keys=True, default=str): t for t in new.trials}
+    for t in failed:
+        again = fresh.pop(json.dumps(t.config, sort_keys=True, default=str), None)
+        if again is not None:
+            t.retried_as, again.retry_of = again.trial_id, t.trial_id
+    merged = StageResult(stage, path, old.metric, old.mode, old.trials + new.trials)
+    storage.write_text(storage.join(path, "results.json"), json.dumps(merged.to_json(), indent=1, default=str))
+    return merged
 
 
 def _pbt_space(spec: Spec, space: Space, configs: list[dict]) -> dict:

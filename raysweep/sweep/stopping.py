@@ -13,6 +13,17 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+class StatusStopper(Stopper):
+    """Stops a trial whose report says it is over though its function may still run: a watchdog's
+    `timed_out` for a hung trial."""
+
+    def __call__(self, trial_id, result):
+        return result.get("status") == "timed_out"
+
+    def stop_all(self):
+        return False
+
+
 class TargetStopper(Stopper):
     """Stop the whole stage once any trial reaches stopping.target."""
 

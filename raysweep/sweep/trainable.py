@@ -1,6 +1,10 @@
 """The function a Tune trial runs: the trainer in-process (1 worker) or as a DDP job (more)."""
 from __future__ import annotations
 
+import math
+import threading
+import time
+
 from ..spec import Space, Spec
 from ..train import Run, train
 from ..train.device import local_device
@@ -38,6 +42,42 @@ def trial_config(space: Space, suggested: dict) -> dict:
     return config
 
 
+class Watchdog:
+    """Reports in the trial's place once it has reported no epoch for `timeout` seconds (time spent
+    waiting inside a report, on the driver, does not count): a `timed_out` result, on which
+    `StatusStopper` has Tune stop the trial and free its actor. A thread, because a hung trial never
+    reaches another report; Tune's own stoppers only ever see reports."""
+
+    def __init__(self, timeout: float, report, metric: str):
+        self.timeout, self.report, self.metric = timeout, report, metric
+        self.lock = threading.Lock()
+        self.since, self.last, self.fired = time.monotonic(), {}, False
+        threading.Thread(target=self._watch, daemon=True, name="raysweep-trial-timeout").start()
+
+    def __call__(self, metrics, directory):
+        with self.lock:
+            if self.fired:
+                return
+            self.since = None  # inside a report: the driver's time, not the trial's
+        try:
+            self.report(metrics, directory)
+        finally:
+            with self.lock:
+                self.since, self.last = time.monotonic(), metrics
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.timeout / 10))
+            with self.lock:
+                if self.since is None or time.monotonic() - self.since < self.timeout:
+                    continue
+                self.fired = True
+                last = {k: v for k, v in self.last.items() if k not in ("status", "resumed_from", "resumed_epoch")}
+            self.report({self.metric: math.nan, **last, "status": "timed_out",
+                         "timeout_reason": f"no epoch reported for {self.timeout:g} s (stopping.trial_timeout_s)"}, None)
+            return
+
+
 def run_trial(config: dict, payload: dict) -> None:
     from ray import tune
 
@@ -49,8 +89,10 @@ def run_trial(config: dict, payload: dict) -> None:
     restored = tune.get_checkpoint()
     p = plan(spec.resources)
 
-    def report(metrics, directory):
+    def tune_report(metrics, directory):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory) if directory else None)
+
+    report = Watchdog(spec.stopping.trial_timeout_s, tune_report, run.metric) if spec.stopping.trial_timeout_s else tune_report
 
     if p.workers > 1:
         from .ddp import run_ddp

@@ -11,7 +11,7 @@ from ..spec import Space, Spec
 from ..sweep.progress import decision, error_line_of
 from ..sweep.trainable import suggestion, trial_config
 from .policy import Policy
-from .runs import TAG, RunIndex, numeric_metrics, step_of
+from .runs import TAG, RunIndex, numeric_metrics, reason_tags, step_of
 from .writer import BatchWriter
 
 END_FLUSH_S = 5.0  # a finished trial's writes get this long before the next event; the reconcile does the rest
@@ -100,9 +100,7 @@ class MlflowCallback(Callback):
     def _end(self, trial, errored: bool):
         run_id, writer = self._run(trial), self.live[1]
         last = trial.last_result or {}
-        tags = {TAG + "decision": decision(last, errored)}
-        if last.get("diverged_reason"):
-            tags[TAG + "diverged_reason"] = last["diverged_reason"]
+        tags = {TAG + "decision": decision(last, errored), **reason_tags(last)}
         if errored:
             tags[TAG + "error"] = error_line_of(trial)
         writer.tags(run_id, tags)

@@ -13,7 +13,7 @@ from ..sweep import StageResult, storage
 from ..sweep.progress import checkpoint_log, result_log
 from .callback import trial_tags
 from .policy import Policy
-from .runs import TAG, RunIndex, numeric_metrics, step_of
+from .runs import TAG, RunIndex, numeric_metrics, reason_tags, step_of
 from .writer import chunks
 
 
@@ -51,9 +51,8 @@ def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str,
         if step not in logged:
             ts = int(row.get("timestamp", 0) * 1000) or now
             metrics += [Metric(k, float(v), ts, step) for k, v in numeric_metrics(row).items()]
-    end_tags.update({TAG + "stage": stage, TAG + "seed": record.config.get("seed", 0), TAG + "decision": record.status})
-    if record.metrics.get("diverged_reason"):
-        end_tags[TAG + "diverged_reason"] = record.metrics["diverged_reason"]
+    end_tags.update({TAG + "stage": stage, TAG + "seed": record.config.get("seed", 0), TAG + "decision": record.status,
+                     **reason_tags(record.metrics)})
     if record.error:
         end_tags[TAG + "error"] = record.error
     have = run.data.tags if run is not None else {}

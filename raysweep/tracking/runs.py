@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 
 TAG = "raysweep."
-_SKIP = {"status", "diverged_reason", "resumed_from", "trial_id", "date", "hostname", "node_ip", "pid",
+REASONS = ("diverged_reason", "timeout_reason")  # why a trial ended early, from its last report: tags
+_SKIP = {"status", *REASONS, "resumed_from", "trial_id", "date", "hostname", "node_ip", "pid",
          "experiment_id", "timestamp", "done", "training_iteration", "epoch", "checkpoint_dir_name", "config",
          "should_checkpoint", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore"}
 
 
 def step_of(result: dict) -> int:
     return int(result.get("epoch", result.get("training_iteration", 0)))
+
+
+def reason_tags(last: dict) -> dict:
+    return {TAG + k: str(last[k])[:5000] for k in REASONS if last.get(k)}
 
 
 def numeric_metrics(result: dict) -> dict:

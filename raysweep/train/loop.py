@@ -190,8 +190,9 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         state["first_loss"] = step.first_loss
         diverged = next((w.diverged for w in windows if w.diverged), "")
         if diverged:
-            metrics = {"epoch": epoch + 1, "train_loss": math.nan, "val_loss": math.nan, "lr": schedule.lr,
-                       "status": "diverged", "diverged_reason": diverged}
+            # the sweep metric is in every report (Tune refuses a result without it): no value, NaN
+            metrics = {"epoch": epoch + 1, "train_loss": math.nan, "val_loss": math.nan, run.metric: math.nan,
+                       "lr": schedule.lr, "status": "diverged", "diverged_reason": diverged}
             report(metrics, None)
             return Result("diverged", diverged, epoch + 1, metrics)
 

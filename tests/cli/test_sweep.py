@@ -30,6 +30,15 @@ def test_impossible_resource_request_fails_before_the_run(tmp_path):
     assert not (tmp_path / "ray").exists()  # nothing was started
 
 
+def test_retry_failed_needs_a_finished_stage_and_excludes_resume(tmp_path):
+    result = run_cli("sweep", SPEC, "--retry-failed", "--resume", "--runs-dir", tmp_path)
+    assert result.returncode == 2 and "--resume and --retry-failed: use one" in result.stderr
+    result = run_cli("sweep", SPEC, *SMALL, "--retry-failed", "--runs-dir", tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"{SPEC}: no finished stage 'sweep' to retry at {tmp_path}/ray/digits_mlp-sweep; run it first (without --retry-failed)")
+
+
 # trials of ~2 s, one at a time, so that the kill lands mid-sweep
 LONGER = ["--set", "stopping.max_epochs=20", "--set", "parameters.batch_size=16", "--set", "stopping.early_stopping=null",
           "--set", "search.num_samples=6", "--set", "search.max_concurrent=1"]

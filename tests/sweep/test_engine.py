@@ -1,12 +1,14 @@
 """The sweep engine on a real Ray instance, the real trainer and real MLflow (sqlite), read back
-through MlflowClient: every searcher x scheduler, ASHA's early stops, PBT's exploits."""
+through MlflowClient: every searcher x scheduler, ASHA's early stops, PBT's exploits, failing trials."""
 import os
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.session import Session
 from raysweep.spec import Space, Spec, load_spec
+from raysweep.sweep import StageResult
 from raysweep.sweep.schedulers import SCHEDULERS
 from raysweep.sweep.searchers import SEARCHERS
 
@@ -103,27 +105,66 @@ def test_pbt_exploits_from_checkpoints(ray_session, tmp_path):
     assert all(t.epochs == 6 for t in result.trials)  # exploited trials continue, they do not restart
 
 
-def test_a_trial_that_fails_before_reporting_is_recorded_as_errored(ray_session, tmp_path):
-    # a user's task (beside its spec) whose model cannot be built for one grid value
-    (tmp_path / "fragile_task.py").write_text(
-        "from raysweep.train.tasks.digits import DigitsMLP\n"
-        "class Fragile(DigitsMLP):\n"
-        "    def model(self, config):\n"
-        "        if int(self.settings(config)['hidden']) == 13:\n"
-        "            raise ValueError('no model with 13 units')\n"
-        "        return super().model(config)\n")
-    (tmp_path / "fragile.yaml").write_text(
-        "name: fragile\ntask: fragile_task:Fragile\nmetric: {name: val_accuracy, mode: max}\n"
-        "search: {method: grid, max_concurrent: 2}\nstopping: {max_epochs: 1}\n"
-        "resources: {cpus_per_worker: 0.25}\nparameters: {hidden: {distribution: grid, values: [16, 13]}}\n")
-    spec = load_spec(str(tmp_path / "fragile.yaml"))
+FAULTY_TASK = """
+import os, time
+from raysweep.train.tasks.digits import DigitsMLP
+FIXED = os.path.join(os.path.dirname(__file__), "fixed")
+
+class Faulty(DigitsMLP):
+    # hidden picks the fault: 13 raises, 14 hangs, 15 diverges, until a file `fixed` sits beside it
+    def model(self, config):
+        hidden = int(self.settings(config)["hidden"])
+        if not os.path.exists(FIXED) and hidden == 13:
+            raise ValueError("no model with 13 units")
+        if not os.path.exists(FIXED) and hidden == 14:
+            time.sleep(3600)
+        self.scale = 1e30 if hidden == 15 and not os.path.exists(FIXED) else 1.0
+        return super().model(config)
+
+    def loss(self, output, target):
+        return super().loss(output, target) * self.scale
+"""
+
+
+def test_a_raising_a_diverging_and_a_hanging_trial_are_recorded_and_only_they_run_again(ray_session, tmp_path):
+    (tmp_path / "faulty_task.py").write_text(FAULTY_TASK)
+    (tmp_path / "faulty.yaml").write_text(
+        "name: faulty\ntask: faulty_task:Faulty\nmetric: {name: val_accuracy, mode: max}\n"
+        "search: {method: grid, max_concurrent: 2}\nstopping: {max_epochs: 1, trial_timeout_s: 4}\n"
+        "resources: {cpus_per_worker: 0.25}\nparameters: {hidden: {distribution: grid, values: [16, 13, 14, 15]}}\n")
+    spec = load_spec(str(tmp_path / "faulty.yaml"))
     session = Session.start(spec, runs_dir=str(tmp_path))
+    started = time.monotonic()
     result = session.stage(spec, "coarse", quiet=True)
+    took = time.monotonic() - started
     by_hidden = {t.config["hidden"]: t for t in result.trials}
-    assert set(by_hidden) == {16, 13}  # the failed trial is not dropped from the stage
-    assert by_hidden[13].status == "errored" and "no model with 13 units" in (by_hidden[13].error or "")
-    assert by_hidden[16].status == "completed" and result.best.config["hidden"] == 16
+    assert {h: t.status for h, t in by_hidden.items()} == {16: "completed", 13: "errored", 14: "timed_out", 15: "diverged"}
+    assert "no model with 13 units" in by_hidden[13].error
+    assert "trial_timeout_s" in by_hidden[14].metrics["timeout_reason"]
+    assert by_hidden[15].metrics["diverged_reason"] and by_hidden[15].value is None
+    assert result.best.config["hidden"] == 16
     _, _, children = trial_runs(session, "coarse")
-    failed = {r.data.tags["raysweep.decision"]: r for r in children}
-    assert sorted(failed) == ["completed", "errored"] and failed["errored"].info.status == "FAILED"
-    assert "no model with 13 units" in failed["errored"].data.tags["raysweep.error"]
+    tags = {r.data.tags["raysweep.trial_id"]: r.data.tags for r in children}
+    assert {r.data.tags["raysweep.decision"]: r.info.status for r in children}["errored"] == "FAILED"
+    assert {tags[t.trial_id]["raysweep.decision"] for t in result.trials} == {"completed", "errored", "timed_out", "diverged"}
+    assert "trial_timeout_s" in tags[by_hidden[14].trial_id]["raysweep.timeout_reason"]
+    assert "no model with 13 units" in tags[by_hidden[13].trial_id]["raysweep.error"]
+    print(f"\nfaults: 4 trials (raise, hang, diverge, ok) recorded in {took:.1f} s with a 4 s trial timeout")
+
+    (tmp_path / "fixed").write_text("")  # the user fixed the task: run the failed three again
+    again = session.stage(spec, "coarse", retry=True, quiet=True)
+    retried = {t.retry_of: t for t in again.trials if t.retry_of}
+    assert set(retried) == {by_hidden[h].trial_id for h in (13, 14, 15)}  # not the finished one
+    assert all(t.status == "completed" and t.value is not None for t in retried.values())
+    old = {t.trial_id: t for t in again.trials if not t.retry_of}
+    assert old[by_hidden[16].trial_id].retried_as is None
+    assert all(old[by_hidden[h].trial_id].retried_as == retried[by_hidden[h].trial_id].trial_id for h in (13, 14, 15))
+    def by_id(stage):
+        return {t.trial_id: t for t in stage.trials}
+
+    assert by_id(StageResult.load(again.path)) == by_id(again)  # merged on disk
+    assert len(again.ranked()) == 4  # the finished one and the three re-runs, not the failures
+    _, _, children = trial_runs(session, "coarse")
+    assert len(children) == 7 and {r.info.status for r in children if r.data.tags["raysweep.trial_id"]
+                                   in {t.trial_id for t in retried.values()}} == {"FINISHED"}
+    assert by_id(session.stage(spec, "coarse", retry=True, quiet=True)) == by_id(again)  # nothing left to retry
