@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut 
 
 .PHONY: install test lint sync sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
         cluster-local cluster-fake cluster-local-down sweep-cluster-local \
-        cluster-up cluster-down cluster-attach cluster-dashboard sweep-cluster
+        cluster-up cluster-credentials cluster-down cluster-attach cluster-dashboard sweep-cluster
 
 install: $(STAMP)
 
@@ -93,9 +93,17 @@ sweep-cluster-local: install
 	$(LOCAL) submit run $(SPEC) $(ARGS)
 
 # AWS, from cluster.yaml: launch (with a token for the cluster), attach, forward the dashboard, stop.
-cluster-up: install
+cluster-up: install cluster-credentials
 	@test -s ~/.ray/auth_token || $(BIN)/ray get-auth-token --generate >/dev/null
 	$(BIN)/ray up -y $(CLUSTER)
+
+# The cluster's MLflow user, made once with a random password, kept in your home (never in the repo):
+# the server's basic-auth config and the client's environment (MLFLOW_TRACKING_USERNAME/PASSWORD).
+cluster-credentials:
+	@test -s ~/.raysweep/mlflow.env || { mkdir -p ~/.raysweep && chmod 700 ~/.raysweep && \
+	pw=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))') && umask 077 && \
+	printf '[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///mlflow_auth.db\nadmin_username = raysweep\nadmin_password = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' "$$pw" > ~/.raysweep/mlflow_auth.ini && \
+	printf 'MLFLOW_TRACKING_USERNAME=raysweep\nMLFLOW_TRACKING_PASSWORD=%s\n' "$$pw" > ~/.raysweep/mlflow.env; }
 
 cluster-down: install
 	$(BIN)/ray down -y $(CLUSTER)

@@ -288,10 +288,10 @@ def main(argv=None) -> None:
         _fail(f"{command}: {e.format_message().rstrip('.')}; see `{command} --help`")
     except click.ClickException as e:
         _fail(e.format_message())
-    except click.exceptions.Abort:
-        _fail("aborted")
-    except KeyboardInterrupt:
-        _fail("interrupted")
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        console.error("raysweep: interrupted; finished trials are kept: run the same command again to go on "
+                      "(`raysweep sweep` with --resume)")
+        sys.exit(130)
     except Exception as e:
         if not console.routed():
             raise

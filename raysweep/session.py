@@ -78,6 +78,9 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0: no banners
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # experiment state at most 1 s old if killed
+    # Tune's own Ctrl-C handler ends the run and returns the trials so far as if the stage had finished
+    # (a pipeline then went on with a partial stage): let Ctrl-C interrupt the command instead
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     if ray.is_initialized():
         return
     if address:

@@ -42,3 +42,8 @@ def test_every_node_starts_ray_with_the_token_storage_and_mlflow():
     assert "--dashboard-host=127.0.0.1" in head  # reached through `ray dashboard` (SSH), never directly
     server = re.search(r"mlflow server (.*?)>", head).group(1)
     assert "--host $HEAD_IP" in server and "--artifacts-destination s3://" in server  # the private address
+    # behind MLflow's basic auth, its user made outside the repo (make cluster-credentials) and mounted
+    assert "--app-name basic-auth" in server and "MLFLOW_AUTH_CONFIG_PATH=~/.raysweep/mlflow_auth.ini" in head
+    assert cfg["file_mounts"]["/home/ubuntu/.raysweep"] == "~/.raysweep" and ". ~/.raysweep/mlflow.env" in head
+    assert "auth" in " ".join(cfg["setup_commands"])  # mlflow[auth] installed on the nodes
+    assert not re.search(r"(?i)password\s*[:=]", (ROOT / "cluster.yaml").read_text())

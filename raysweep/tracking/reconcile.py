@@ -17,12 +17,16 @@ from .runs import TAG, RunIndex, numeric_metrics, reason_tags, step_of
 from .writer import chunks
 
 
+def _last_step(record) -> int:
+    return step_of(record.metrics) if record.metrics else record.epochs
+
+
 def trial_rows(record) -> dict[int, dict]:
     """step -> report of a trial, from its checkpoints' metrics and its result log (the latter wins)."""
     if not record.path:
         return {}
     fs, folder = storage.filesystem_of(record.path)
-    last = step_of(record.metrics) if record.metrics else record.epochs
+    last = _last_step(record)
     # a worker can checkpoint an epoch after the scheduler stopped it: Tune never accepted that
     # report, so it is not part of the trial (its record ends at `last`)
     rows = {step_of(r): r for r in checkpoint_log(folder, fs) if step_of(r) <= last}
@@ -37,13 +41,19 @@ def trial_rows(record) -> dict[int, dict]:
 def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str, record, run=None) -> None:
     client = index.client
     tags = {TAG + "trial_id": record.trial_id}
+    if run is not None:
+        logged = {m.step for m in client.get_metric_history(run.info.run_id, metric)}
+        if logged and max(logged) > _last_step(record):
+            # an attempt Tune's saved state never took in (it finished in the last second before the
+            # driver was killed) was trained again; the run holds that lost attempt's later epochs
+            client.delete_run(run.info.run_id)
+            run = None
     if run is None:
         run_id = index.create(tags, f"{stage}-{record.trial_id}", stage_run_id)
         logged, status = set(), "RUNNING"
         client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in record.config.items()])
     else:
         run_id, status = run.info.run_id, run.info.status
-        logged = {m.step for m in client.get_metric_history(run_id, metric)}
     now = int(time.time() * 1000)
     metrics, end_tags = [], {}
     for step, row in sorted(trial_rows(record).items()):

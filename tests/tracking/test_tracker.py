@@ -81,6 +81,28 @@ def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoin
     assert history(client, callback.runs["t1"]) == {1: 0.6, 2: 0.7, 3: 0.8}
 
 
+def test_a_trial_trained_again_from_scratch_after_a_kill_holds_only_its_last_attempts_epochs(tmp_path):
+    # it finished 5 epochs in the second before the driver was killed; Tune's saved state still had it
+    # running, so the resumed sweep trained it again, and a scheduler stopped it at epoch 2 this time
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
+    callback = tracker.callback(SPEC, "coarse", "k")
+    callback.setup()
+    trial = Trial("run_trial", config={"lr": 0.01}, trial_id="t1", stub=True)
+    callback.on_trial_start(0, [], trial)
+    for step in range(1, 6):
+        callback.on_trial_result(0, [], trial, result("t1", step, 0.5 + step / 100))
+    callback.on_experiment_end([])
+    folder = tmp_path / "t1"
+    folder.mkdir()
+    (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 100)) for s in (1, 2)))
+    record = TrialRecord("t1", {"lr": 0.01}, "stopped", 0.52, 2, metrics=result("t1", 2, 0.52), path=str(folder))
+    assert tracker.finish_stage(stage(tmp_path, record), "k")
+    client = MlflowClient(tracker.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`raysweep.trial_id` = 't1'")
+    assert history(client, run.info.run_id) == {1: 0.51, 2: 0.52}
+    assert run.data.tags["raysweep.decision"] == "stopped" and run.info.status == "FINISHED"
+
+
 def test_a_stage_end_with_mlflow_down_returns_within_its_bound_and_a_later_sync_writes_everything(tmp_path):
     folder = tmp_path / "t1"
     folder.mkdir()

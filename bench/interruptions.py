@@ -1,0 +1,65 @@
+"""A pipeline interrupted at random moments, SIGINT (Ctrl-C to its process group) and SIGKILL in turn,
+and started again each time, against the same pipeline run once without interruption: the wall-time
+ratio (all drivers' time together over the uninterrupted run's), and what the interruptions cost in
+trials (lost, trained again), progress (gone back) and MLflow (trials or epochs twice). In one run.
+
+    .venv/bin/python bench/interruptions.py [--kills 5] [--seed 0] [--spec search_spaces/digits_mlp.yaml]
+
+Each moment is drawn from 15-45 % of the uninterrupted run's time after that driver started, so the
+interruptions fall all along the pipeline. A restart costs a new local Ray instance (the driver's own,
+as `make sweep` runs) plus the epochs since each running trial's last checkpoint."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.chaos import audit, interrupted_run  # noqa: E402
+
+STAGES = ["lr_range_test", "coarse", "fine", "seeds", "final"]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spec", default="search_spaces/digits_mlp.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))
+    sets = [x for kv in args.overrides for x in ("--set", kv)]
+    name = Path(args.spec).stem
+
+    plain = tmp / "plain"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "raysweep", "run", args.spec, *sets, "--runs-dir", str(plain)],
+                          cwd=HERE.parent, capture_output=True, text=True)
+    baseline = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # stages with a fixed number of trials (fine's stop rule ends it after a number that depends on results)
+    expected = {stage: len(json.loads((plain / "ray" / f"{name}-{stage}" / "results.json").read_text())["trials"])
+                for stage in ("coarse", "seeds", "final")}
+
+    broken = tmp / "interrupted"
+    chaos = interrupted_run(["run", args.spec, *sets, "--runs-dir", broken], broken, name, kills=args.kills,
+                            seed=args.seed, window=(0.15 * baseline, 0.45 * baseline))
+    assert chaos.returncode == 0, chaos.output[-3000:]
+    figures = audit(chaos, broken, name, STAGES, expected)
+    figures.update(uninterrupted_s=round(baseline, 1), ratio=round(sum(chaos.seconds) / baseline, 2),
+                   spec=args.spec, overrides=args.overrides, seed=args.seed, cpus=os.cpu_count())
+    print(json.dumps(figures, indent=1))
+    out = HERE / "results" / "interruptions.json"
+    out.write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()

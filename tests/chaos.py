@@ -1,0 +1,140 @@
+"""A `raysweep run` driver interrupted at random moments (SIGINT as Ctrl-C sends it, or SIGKILL, to its
+process group) and started again each time, then audited from what it left on disk and in MLflow:
+finished trials lost or trained again, progress that went back, trials or epochs twice in MLflow.
+Shared by the suite (tests/cli/test_interruptions.py) and the benchmark (bench/interruptions.py)."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def trial_logs(stage_dir: Path) -> dict:
+    """trial folder -> its Tune result log (one line per reported epoch)."""
+    if not stage_dir.is_dir():
+        return {}
+    return {d.name: (d / "result.json").read_text() for d in stage_dir.iterdir()
+            if d.is_dir() and (d / "result.json").exists()}
+
+
+def finished_in_snapshot(stage_dir: Path) -> set:
+    """Trial ids that Tune's latest experiment snapshot of a stage holds as finished."""
+    snapshots = sorted(stage_dir.glob("experiment_state-*.json"))
+    try:
+        data = json.loads(snapshots[-1].read_text()) if snapshots else {"trial_data": []}
+    except (json.JSONDecodeError, OSError):  # being written
+        return set()
+    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in data["trial_data"]]
+    return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
+
+
+@dataclass
+class Snapshot:
+    """What had finished when the driver was interrupted."""
+    done_stages: list
+    finished: dict  # stage -> {trial id: its result log}
+
+
+def snapshot(runs: Path, name: str) -> Snapshot:
+    state = runs / "pipelines" / name / "state.json"
+    done = list(json.loads(state.read_text())["done"]) if state.exists() else []
+    finished = {}
+    for stage_dir in sorted((runs / "ray").glob(f"{name}-*")):
+        ids, logs = finished_in_snapshot(stage_dir), trial_logs(stage_dir)
+        finished[stage_dir.name] = {i: log for i in ids for folder, log in logs.items() if i in folder}
+    return Snapshot(done, finished)
+
+
+@dataclass
+class Chaos:
+    seconds: list = field(default_factory=list)    # each driver's wall time, the last one ran to the end
+    signals: list = field(default_factory=list)
+    snapshots: list = field(default_factory=list)
+    output: str = ""
+    returncode: int | None = None
+
+
+def interrupted_run(args: list, runs: Path, name: str, kills: int, seed: int, window: tuple, env=None) -> Chaos:
+    """`raysweep ARGS` interrupted `kills` times, each at a moment drawn from `window` (seconds after its
+    start), SIGINT and SIGKILL in turn, then run to the end."""
+    rng, chaos = random.Random(seed), Chaos()
+    for attempt in range(kills + 1):
+        started = time.monotonic()
+        driver = subprocess.Popen([sys.executable, "-m", "raysweep", *map(str, args)], cwd=ROOT, start_new_session=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        if attempt < kills:
+            try:
+                driver.wait(timeout=rng.uniform(*window))
+            except subprocess.TimeoutExpired:
+                sig = (signal.SIGINT, signal.SIGKILL)[len(chaos.signals) % 2]
+                chaos.snapshots.append(snapshot(runs, name))
+                os.killpg(driver.pid, sig)
+                chaos.signals.append(sig.name)
+                try:
+                    driver.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+        out, _ = driver.communicate(timeout=900)
+        try:  # what a Ctrl-C leaves of the local Ray instance goes with its group
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        chaos.seconds.append(time.monotonic() - started)
+        chaos.output += f"--- attempt {attempt + 1}\n{out}"
+        chaos.returncode = driver.returncode
+        if attempt < kills and driver.returncode == 0:
+            break  # it finished before the moment drawn for the kill
+    return chaos
+
+
+def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_expected: dict) -> dict:
+    """Figures: finished trials lost, finished trials trained again, times progress went back, stages
+    with other than their number of trials, trials and epochs held twice in MLflow (or missing)."""
+    from mlflow.tracking import MlflowClient
+
+    final = snapshot(runs, name)
+    results = {}
+    for stage_dir in (runs / "ray").glob(f"{name}-*"):
+        if (stage_dir / "results.json").exists():
+            results[stage_dir.name] = json.loads((stage_dir / "results.json").read_text())["trials"]
+    lost = rerun = back = 0
+    seen = [*chaos.snapshots, final]
+    for before, after in zip(seen, seen[1:], strict=False):
+        back += not set(before.done_stages) <= set(after.done_stages)
+        back += sum(not set(ids) <= set(after.finished.get(stage, {})) for stage, ids in before.finished.items())
+    for snap in chaos.snapshots:
+        for stage, ids in snap.finished.items():
+            recorded = {t["trial_id"] for t in results.get(stage, [])}
+            logs = trial_logs(runs / "ray" / stage)
+            for trial_id, log in ids.items():
+                lost += trial_id not in recorded
+                rerun += any(trial_id in folder and now != log for folder, now in logs.items())
+    client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
+    experiment = client.get_experiment_by_name(name)
+    all_runs = client.search_runs([experiment.experiment_id], max_results=5000)
+    twice = missing = extra_steps = 0
+    for stage, trials in results.items():
+        mine = [r for r in all_runs if r.data.tags.get("raysweep.stage") == stage.removeprefix(f"{name}-")
+                and "raysweep.trial_id" in r.data.tags]
+        ids = [r.data.tags["raysweep.trial_id"] for r in mine]
+        twice += len(ids) - len(set(ids))
+        missing += len({t["trial_id"] for t in trials} - set(ids))
+        epochs = {t["trial_id"]: t["epochs"] for t in trials}
+        for r in mine:
+            steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy"))
+            extra_steps += steps != list(range(1, epochs.get(r.data.tags["raysweep.trial_id"], 0) + 1))
+    counts = {stage: len(results.get(f"{name}-{stage}", [])) for stage in trials_expected}
+    return {"interruptions": len(chaos.signals), "signals": chaos.signals, "finished_trials_lost": lost,
+            "stages_with_wrong_trial_count": {s: n for s, n in counts.items() if n != trials_expected[s]},
+            "finished_trials_rerun": rerun, "progress_went_back": back, "mlflow_trials_twice": twice,
+            "mlflow_trials_missing": missing, "mlflow_runs_with_wrong_steps": extra_steps,
+            "stages_done": final.done_stages, "all_stages_done": final.done_stages == stages_expected,
+            "wall_s": round(sum(chaos.seconds), 1), "drivers_s": [round(s, 1) for s in chaos.seconds]}

@@ -1,0 +1,32 @@
+"""`raysweep run` interrupted at random moments of its pipeline, SIGINT (Ctrl-C) and SIGKILL in turn,
+five times, and run again each time: no finished trial is lost or trained again, progress never goes
+back, MLflow holds every trial once with every epoch once. (The wall-time ratio against an
+uninterrupted run is a figure of bench/interruptions.py: timings are not asserted in tests.)"""
+import json
+
+from tests.chaos import audit, interrupted_run
+
+SPEC = "search_spaces/digits_mlp.yaml"
+NAME = "digits_mlp"
+TINY = ["--set", "resources.cpus_per_worker=0.5", "--set", "search.max_concurrent=2", "--set", "stopping.max_epochs=4",
+        "--set", "parameters.hidden=32", "--set", "stopping.early_stopping=null",
+        "--set", "stages.lr_range_test.num_steps=30",
+        "--set", "stages.coarse={num_samples: 6, epochs: 2, top_k: 2}",
+        "--set", "stages.fine={num_samples: 6, top_k: 2, stop_window: 20}",
+        "--set", "stages.seeds={top_n: 2, num_seeds: 2}"]
+STAGES = ["lr_range_test", "coarse", "fine", "seeds", "final"]
+TRIALS = {"coarse": 6, "fine": 6, "seeds": 4, "final": 1}
+
+
+def test_five_random_interruptions_lose_nothing_and_repeat_nothing(tmp_path):
+    chaos = interrupted_run(["run", SPEC, *TINY, "--runs-dir", tmp_path], tmp_path, NAME, kills=5, seed=1,
+                            window=(6, 16))
+    figures = audit(chaos, tmp_path, NAME, STAGES, TRIALS)
+    print("\ninterruptions:", json.dumps(figures))
+    assert chaos.returncode == 0, chaos.output[-3000:]
+    assert figures["interruptions"] == 5 and set(figures["signals"]) == {"SIGINT", "SIGKILL"}, chaos.output[-3000:]
+    assert figures["all_stages_done"] and not figures["stages_with_wrong_trial_count"], figures
+    for key in ("finished_trials_lost", "finished_trials_rerun", "progress_went_back", "mlflow_trials_twice",
+                "mlflow_trials_missing", "mlflow_runs_with_wrong_steps"):
+        assert figures[key] == 0, (key, figures)
+    assert sum(len(ids) for s in chaos.snapshots for ids in s.finished.values()) > 0  # kills landed mid-stage
