@@ -74,6 +74,12 @@ class ConstrainedHyperOpt(HyperOptSearch):
         vals = [hyperopt_point(self.rs_space, c) for c in reversed(points)] + \
                [hyperopt_point(self.rs_space, c) for c, _ in evaluated]
         self._hpopt_trials = generate_trials_to_calculate(vals)
+        for trial in self._hpopt_trials._dynamic_trials:
+            # TPE reads every label of the space from every trial; a point lacks those of the branches it
+            # did not take (another optimizer's knobs), which HyperOpt's own trials hold as empty
+            for label in self.domain.params:
+                trial["misc"]["idxs"].setdefault(label, [])
+                trial["misc"]["vals"].setdefault(label, [])
         for trial, (_, value) in zip(self._hpopt_trials._dynamic_trials[len(points):], evaluated, strict=False):  # .trials copies
             trial["state"] = JOB_STATE_DONE
             trial["result"] = self._to_hyperopt_result({self.metric: value})

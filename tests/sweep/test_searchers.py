@@ -61,6 +61,12 @@ def test_tpe_takes_starting_points_and_earlier_results():
     assert first == points  # starting points run first, in order, with their conditional values
     losses = sorted(x for x in searcher._hpopt_trials.losses() if x is not None)
     assert losses == [0.1, 0.5]  # earlier results are known to TPE without being re-run
+    for i, config in enumerate(first):
+        searcher.on_trial_complete(f"p{i}", {"val_loss": config["lr"]})
+    # past n_initial_points TPE proper reads every label from every trial, the seeded ones included
+    # (each lacks the other optimizer's branch)
+    later = drive(searcher, space, lambda c: c["lr"], 8)
+    assert len(later) == 8 and all(("momentum" in c) == (c["opt"] == "sgd") for c in later)
 
 
 def test_diverged_results_count_as_bad_for_tpe():
