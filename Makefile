@@ -98,12 +98,14 @@ cluster-up: install cluster-credentials
 	$(BIN)/ray up -y $(CLUSTER)
 
 # The cluster's MLflow user, made once with a random password, kept in your home (never in the repo):
-# the server's basic-auth config and the client's environment (MLFLOW_TRACKING_USERNAME/PASSWORD).
+# the server's basic-auth config and CSRF key, and the client's environment (MLFLOW_TRACKING_USERNAME/PASSWORD).
 cluster-credentials:
 	@test -s ~/.raysweep/mlflow.env || { mkdir -p ~/.raysweep && chmod 700 ~/.raysweep && \
 	pw=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))') && umask 077 && \
 	printf '[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = sqlite:///mlflow_auth.db\nadmin_username = raysweep\nadmin_password = %s\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n' "$$pw" > ~/.raysweep/mlflow_auth.ini && \
-	printf 'MLFLOW_TRACKING_USERNAME=raysweep\nMLFLOW_TRACKING_PASSWORD=%s\n' "$$pw" > ~/.raysweep/mlflow.env; }
+	printf 'MLFLOW_TRACKING_USERNAME=raysweep\nMLFLOW_TRACKING_PASSWORD=%s\n' "$$pw" > ~/.raysweep/mlflow.env && \
+	printf 'MLFLOW_FLASK_SERVER_SECRET_KEY=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')" \
+	> ~/.raysweep/mlflow_server.env; }
 
 cluster-down: install
 	$(BIN)/ray down -y $(CLUSTER)

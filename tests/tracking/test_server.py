@@ -23,7 +23,7 @@ def free_port() -> int:
 
 class Server:
     def __init__(self, root, auth_config=None):
-        self.root, self.port, self.proc, self.auth_config = root, free_port(), None, auth_config
+        self.root, self.port, self.proc, self.auth_config, self.env = root, free_port(), None, auth_config, {}
         self.uri = f"http://127.0.0.1:{self.port}"
 
     def start(self):
@@ -33,13 +33,17 @@ class Server:
              "--backend-store-uri", f"sqlite:///{self.root}/server.db", "--artifacts-destination",
              str(self.root / "artifacts"), "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=self.root,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", **self.env,
                  **({"MLFLOW_AUTH_CONFIG_PATH": str(self.auth_config)} if self.auth_config else {})})
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
                 if urllib.request.urlopen(f"{self.uri}/health", timeout=2).status == 200:
                     return
+            except urllib.error.HTTPError as e:
+                if e.code == 401:  # up, behind basic auth
+                    return
+                time.sleep(0.5)
             except OSError:
                 time.sleep(0.5)
         raise RuntimeError("mlflow server did not come up")
@@ -67,7 +71,9 @@ def test_sweep_survives_the_mlflow_server_down_for_a_minute(mlflow_server, tmp_p
             "--set", "search.method=random", "--set", "scheduler={type: fifo}", "--set", "search.num_samples=5",
             "--set", "search.max_concurrent=1", "--runs-dir", str(tmp_path / "runs"),
             "--tracking-uri", mlflow_server.uri]
-    sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the stage ends while the server is still down: its end waits up to 2 minutes (the knob users have)
+    env = {**os.environ, "RAYSWEEP_MLFLOW_WAIT_S": str(2 * OUTAGE_S)}
+    sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     output = []
     for line in sweep.stdout:
         output.append(line)
@@ -141,6 +147,7 @@ def test_a_server_behind_basic_auth_refuses_strangers_and_takes_the_sweep_with_t
     creds = dict(line.split("=", 1) for line in (home / ".raysweep/mlflow.env").read_text().split())
     assert oct((home / ".raysweep/mlflow.env").stat().st_mode & 0o777) == "0o600"
     server = Server(tmp_path, auth_config=home / ".raysweep/mlflow_auth.ini")
+    server.env = dict(line.split("=", 1) for line in (home / ".raysweep/mlflow_server.env").read_text().split())
     server.start()
     try:
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -148,8 +155,9 @@ def test_a_server_behind_basic_auth_refuses_strangers_and_takes_the_sweep_with_t
         assert refused.value.code == 401
         env = {**os.environ, **creds}
         result = subprocess.run(
-            [sys.executable, "-m", "raysweep", "sweep", "search_spaces/digits_mlp.yaml", "--set", "resources.cpus_per_worker=0.25",
-             "--set", "stopping.max_epochs=1", "--set", "parameters.hidden=32", "--set", "search.method=random",
+            [sys.executable, "-m", "raysweep", "sweep", "search_spaces/digits_mlp.yaml",
+             "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=1", "--set", "parameters.hidden=32",
+             "--set", "search.method=random",
              "--set", "scheduler={type: fifo}", "--set", "search.num_samples=2", "--runs-dir", str(tmp_path / "runs"),
              "--tracking-uri", server.uri], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0 and "did not take every record" not in result.stdout, result.stdout + result.stderr
