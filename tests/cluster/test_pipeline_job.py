@@ -17,6 +17,7 @@ from scipy import stats
 from raysweep.cli import load_checked, trial_config
 from raysweep.spec import load_spec
 from raysweep.sweep.local_cluster import submit_command
+from tests.chaos import finished_in_snapshot, trial_logs
 from tests.support import ROOT, cli_on, run_cli
 
 SPEC = "search_spaces/digits_mlp.yaml"
@@ -29,14 +30,6 @@ TINY = ["--set", "resources.cpus_per_worker=0.5", "--set", "search.max_concurren
 NAME = "digits_mlp"
 
 
-def trial_logs(stage_dir):
-    """trial id -> its Tune result log (one line per reported epoch)."""
-    if not stage_dir.is_dir():
-        return {}
-    return {d.name: (d / "result.json").read_text() for d in stage_dir.iterdir()
-            if d.is_dir() and (d / "result.json").exists()}
-
-
 def submit(cluster, *args, wait=True):
     """`ray job submit` of `raysweep ARGS` to the cluster, as `make sweep-cluster-local` does it."""
     cmd = submit_command(cluster.dashboard, list(map(str, args)))
@@ -44,17 +37,6 @@ def submit(cluster, *args, wait=True):
     if wait:
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finished_in_snapshot(stage_dir) -> set:
-    """Trial ids that Tune's latest experiment snapshot of a stage holds as finished."""
-    snapshots = sorted(stage_dir.glob("experiment_state-*.json"))
-    try:
-        data = json.loads(snapshots[-1].read_text()) if snapshots else {"trial_data": []}
-    except (json.JSONDecodeError, OSError):  # being written
-        return set()
-    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in data["trial_data"]]
-    return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
 
 
 def drivers(runs) -> list:
