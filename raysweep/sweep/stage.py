@@ -63,9 +63,10 @@ class StageResult:
         return cls(data["stage"], path, data["metric"], data["mode"], [TrialRecord(**t) for t in data["trials"]])
 
     def to_json(self) -> dict:
+        ranked = self.ranked()  # once: `best` and the order both come from it
         return {"stage": self.stage, "metric": self.metric, "mode": self.mode,
-                "best": asdict(self.best) if self.best else None,
-                "trials": [asdict(t) for t in self.ranked()] + [asdict(t) for t in self.trials if t not in self.ranked()]}
+                "best": asdict(ranked[0]) if ranked else None,
+                "trials": [asdict(t) for t in ranked] + [asdict(t) for t in self.trials if t not in ranked]}
 
 
 FAILED = ("errored", "diverged", "timed_out")
@@ -172,19 +173,21 @@ def retry_failed(spec: Spec, stage: str, storage_path: str, **kw) -> StageResult
     records stay, marked `retried_as`; finished trials are not touched."""
     path = stage_dir(storage_path, spec.name, stage)
     try:
-        old = StageResult.load(path)
-    except (OSError, TypeError, ValueError, KeyError):
+        old = StageResult.load(path) if storage.exists(storage.join(path, "results.json")) else None
+    except (OSError, ValueError, KeyError):
+        old = None
+    if old is None:
         raise SpecError(f"no finished stage '{stage}' to retry at {path}", spec.file,
-                        fix="run it first (without --retry-failed)") from None
+                        fix="run it first (without --retry-failed)")
     if spec.scheduler.type == "pbt":
         raise SpecError("--retry-failed cannot re-run trials of a PBT stage (their configs change as they train)",
                         spec.file, path="scheduler.type", fix="run the stage again with --resume or afresh")
     failed = [t for t in old.trials if t.status in FAILED and not t.retried_as]
     if not failed:
         return old
-    again = next(f"{stage}-retry{n}" for n in itertools.count(1)
-                 if not storage.exists(stage_dir(storage_path, spec.name, f"{stage}-retry{n}")))
-    new = run_stage(spec, again, storage_path, configs=[t.config for t in failed], **kw)
+    retry_stage = next(f"{stage}-retry{n}" for n in itertools.count(1)
+                       if not storage.exists(stage_dir(storage_path, spec.name, f"{stage}-retry{n}")))
+    new = run_stage(spec, retry_stage, storage_path, configs=[t.config for t in failed], **kw)
     fresh = {json.dumps(t.config, sort_keys=True, default=str): t for t in new.trials}
     for t in failed:
         again = fresh.pop(json.dumps(t.config, sort_keys=True, default=str), None)

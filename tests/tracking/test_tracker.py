@@ -29,11 +29,16 @@ def history(client, run_id):
     return {m.step: m.value for m in client.get_metric_history(run_id, "val_accuracy")}
 
 
-def test_a_pbt_clone_that_ends_on_its_donors_checkpoint_logs_that_final_epoch(tmp_path):
+def live(tmp_path, trial_id):
+    """A tracker on sqlite, its Tune callback set up for stage coarse, and a Tune Trial to drive it."""
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
     callback = tracker.callback(SPEC, "coarse", "k")
     callback.setup()
-    clone = Trial("run_trial", config={"lr": 0.01}, trial_id="a_00006", stub=True)
+    return tracker, callback, Trial("run_trial", config={"lr": 0.01}, trial_id=trial_id, stub=True)
+
+
+def test_a_pbt_clone_that_ends_on_its_donors_checkpoint_logs_that_final_epoch(tmp_path):
+    tracker, callback, clone = live(tmp_path, "a_00006")
     callback.on_trial_start(0, [], clone)
     folder = tmp_path / "a_00006"
     folder.mkdir()
@@ -62,10 +67,7 @@ def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoin
     # uploads its checkpoints at once: a driver killed in between leaves epoch 2 only in its checkpoint
     from raysweep.train import checkpoint
 
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
-    callback = tracker.callback(SPEC, "coarse", "k")
-    callback.setup()
-    trial = Trial("run_trial", config={"lr": 0.01}, trial_id="t1", stub=True)
+    tracker, callback, trial = live(tmp_path, "t1")
     folder = tmp_path / "store/exp/t1"
     folder.mkdir(parents=True)
     (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 10)) for s in (1, 3)))
@@ -84,10 +86,7 @@ def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoin
 def test_a_trial_trained_again_from_scratch_after_a_kill_holds_only_its_last_attempts_epochs(tmp_path):
     # it finished 5 epochs in the second before the driver was killed; Tune's saved state still had it
     # running, so the resumed sweep trained it again, and a scheduler stopped it at epoch 2 this time
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
-    callback = tracker.callback(SPEC, "coarse", "k")
-    callback.setup()
-    trial = Trial("run_trial", config={"lr": 0.01}, trial_id="t1", stub=True)
+    tracker, callback, trial = live(tmp_path, "t1")
     callback.on_trial_start(0, [], trial)
     for step in range(1, 6):
         callback.on_trial_result(0, [], trial, result("t1", step, 0.5 + step / 100))
