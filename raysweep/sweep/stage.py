@@ -121,7 +121,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     total = trial_count(searcher, num_samples, points)
     progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total, plan=plan(spec.resources),
                                           max_failures=MAX_FAILURES)]
-    if resume and tune.Tuner.can_restore(path):
+    if resume and _restorable(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         stoppers = [StatusStopper()] if spec.stopping.trial_timeout_s else []
@@ -165,6 +165,22 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
     storage.write_text(storage.join(path, "results.json"), json.dumps(result.to_json(), indent=1, default=str))
     return result
+
+
+def _restorable(path: str) -> bool:
+    """Tune saved the experiment's state at least once. A Tuner killed before its first save leaves
+    only tuner.pkl, which `Tuner.can_restore` accepts; restoring that runs with num_samples=1 (Tune's
+    restore path does not pass it and finds no searcher state to take it from), so the stage ended
+    after one trial. Such a stage starts afresh."""
+    import pyarrow.fs as pafs
+
+    fs, folder = storage.filesystem_of(path)
+    try:
+        entries = fs.get_file_info(pafs.FileSelector(folder))
+    except (FileNotFoundError, OSError):
+        return False
+    names = {e.base_name for e in entries}
+    return "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names)
 
 
 def retry_failed(spec: Spec, stage: str, storage_path: str, **kw) -> StageResult:

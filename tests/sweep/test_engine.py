@@ -105,6 +105,19 @@ def test_pbt_exploits_from_checkpoints(ray_session, tmp_path):
     assert all(t.epochs == 6 for t in result.trials)  # exploited trials continue, they do not restart
 
 
+def test_a_stage_killed_before_tunes_first_save_runs_whole_on_resume(ray_session, tmp_path):
+    spec = make_spec("early_kill", "random", "fifo", epochs=1, samples=3)
+    session = Session.start(spec, runs_dir=str(tmp_path))
+    first = session.stage(spec, "coarse", quiet=True)
+    # what a driver killed within Tune's first second leaves: the Tuner's own file, no saved state
+    folder = tmp_path / "ray" / "early_kill-coarse"
+    for f in folder.iterdir():
+        if f.is_file() and f.name != "tuner.pkl":
+            f.unlink()
+    again = session.stage(spec, "coarse", resume=True, quiet=True)
+    assert len(first.trials) == len(again.trials) == 6  # 2 dropout grid values x 3 draws (it ran 1)
+
+
 FAULTY_TASK = """
 import os, time
 from raysweep.train.tasks.digits import DigitsMLP
