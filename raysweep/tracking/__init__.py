@@ -13,7 +13,7 @@ from ..sweep import StageResult, storage
 from .callback import MlflowCallback
 from .policy import STAGE_END_BOUND_S, Policy, deadline
 from .reconcile import reconcile
-from .runs import TAG, RunIndex
+from .runs import TAG, RunIndex, create_sqlite_whole
 from .summary import log_outcome, log_stage
 
 PENDING = "mlflow_pending.json"  # in a stage's folder: what MLflow did not take yet
@@ -40,6 +40,7 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.policy = Policy(self.uri)
+        create_sqlite_whole(self.uri)
 
     @property
     def index(self) -> RunIndex:

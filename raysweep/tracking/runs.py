@@ -11,6 +11,24 @@ _SKIP = {"status", *REASONS, "resumed_from", "trial_id", "date", "hostname", "no
          "should_checkpoint", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore"}
 
 
+def create_sqlite_whole(uri: str) -> None:
+    """An sqlite store that does not exist yet is made (MLflow's tables and migrations) in a file of its
+    own and renamed into place: a driver killed while MLflow migrated a new file left it half made
+    ("duplicate column name: step"), and every later run of the sweep failed on it."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = uri.removeprefix("sqlite:///")
+    if os.path.exists(path):
+        return
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
+    os.replace(tmp, path)
+
+
 def step_of(result: dict) -> int:
     return int(result.get("epoch", result.get("training_iteration", 0)))
 

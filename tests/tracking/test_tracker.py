@@ -149,3 +149,29 @@ def test_the_writer_retries_a_failed_chunk_and_never_resends_one_that_succeeded(
     sizes = [len(c["metrics"]) for c in client.calls]
     assert sizes == [1000, 500, 500]  # chunk 2 failed and was sent again; chunk 1 was not
     assert writer.last_error == "ConnectionError: down"
+
+
+def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_path):
+    # MLflow makes a new store in steps (tables, then migrations, about a second); a kill in between
+    # left a file every later run failed on ("duplicate column name: step")
+    import signal
+    import subprocess
+    import sys
+
+    make = ("import sys\nfrom mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore\n"
+            "from raysweep.tracking import Tracker\nprint('ready', flush=True)\nTracker(sys.argv[1], 't').index.experiment_id\n")
+    states = []
+    for i, delay in enumerate((0.1, 0.3, 0.5, 0.7, 0.9)):
+        uri = f"sqlite:///{tmp_path}/{i}/mlflow.db"
+        proc = subprocess.Popen([sys.executable, "-c", make, uri], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)  # into the making of the store
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        made = (tmp_path / str(i) / "mlflow.db").exists()
+        states.append(made)
+        if made:  # whole, or not there at all
+            assert "Default" in {e.name for e in MlflowClient(uri).search_experiments()}
+        assert Tracker(uri, "t").index.experiment_id  # and a later run makes or opens it
+    print(f"\nstore killed at 5 moments while being made: {sum(states)} whole, {len(states) - sum(states)} not yet there")
