@@ -109,8 +109,8 @@ def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
 
     def report(metrics, checkpoint_dir):
         shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-                         if k in ("epoch", "train_loss", "val_loss", spec.metric.name, "lr", "epoch_seconds", "status",
-                                  "test_loss", "test_accuracy", "test_perplexity"))
+                         if k in ("epoch", "train_loss", "val_loss", spec.metric.name, "lr", "epoch_seconds", "status")
+                         or k.startswith("test_"))
         console.say(shown)
         if checkpoint_dir:
             shutil.rmtree(out, ignore_errors=True)

@@ -77,22 +77,40 @@ def _better(a: float, b: float | None, mode: str, min_delta: float = 0.0) -> boo
 
 @torch.no_grad()
 def evaluate(model, task: Task, dataset, device, precision, rank: int = 0, world: int = 1) -> dict:
-    """Loss and quality over a split; each rank takes every world-th sample. Sums stay on the device
-    and are all-reduced once, then read."""
+    """Loss, quality and the task's split metrics over a split; each rank takes every world-th sample.
+    Sums stay on the device and are all-reduced once, then read; a task with split metrics has its
+    outputs gathered once, to the host, and scored over the whole split."""
     model.eval()
     shard = Subset(dataset, range(rank, len(dataset), world))
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x n, correct, n
+    names = task.split_metric_names()
+    outputs, targets = [], []
     for x, y in DataLoader(shard, batch_size=512):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
             out = model(x)
         n = y.numel()
         sums[0] += task.loss(out.float(), y).double() * n
-        sums[1] += task.correct(out, y).double()
+        if task.quality == "accuracy":
+            sums[1] += task.correct(out, y).double()
         sums[2] += n
+        if names:
+            outputs.append(out.float())
+            targets.append(y)
     loss_sum, correct, count = all_reduce(sums).tolist()
     mean = loss_sum / max(count, 1)
-    return {"loss": mean, task.quality: task.quality_value(mean, correct, count)}
+    result = {"loss": mean}
+    if task.quality in ("accuracy", "perplexity"):
+        result[task.quality] = task.quality_value(mean, correct, count)
+    if names:
+        mine = (torch.cat(outputs).cpu(), torch.cat(targets).cpu()) if outputs else None
+        parts = [mine]
+        if distributed():
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, mine)
+        parts = [p for p in parts if p is not None]
+        result.update(task.split_metrics(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])))
+    return result
 
 
 @torch.no_grad()
@@ -150,7 +168,6 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
     steps_per_epoch = math.ceil(len(loader) / s.grad_accum)
     schedule = Schedule(optimizer, s, steps_per_epoch, run.epochs, mode=run.mode)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-    quality = f"val_{task.quality}"
     state = {"epoch": 0, "best": None, "first_loss": None, "bad_epochs": 0}
     resumed_from = None
     if resume_from:
@@ -202,7 +219,8 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         seconds = time.perf_counter() - started
         val = evaluate(model, task, splits.val, device, precision, rank, world)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
-                   quality: val[task.quality], "lr": schedule.lr, "grad_norm": norm_sum / max(steps, 1),
+                   **{f"val_{k}": v for k, v in val.items() if k != "loss"}, "lr": schedule.lr,
+                   "grad_norm": norm_sum / max(steps, 1),
                    "epoch_seconds": seconds, "samples_per_s": samples_per_epoch / max(seconds, 1e-9)}
         value = metrics[run.metric]
         if _better(value, state["best"], run.mode, run.min_delta):
@@ -228,7 +246,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         if status != "running":
             if run.evaluate_test:
                 test = evaluate(model, task, splits.test, device, precision, rank, world)
-                metrics.update({"test_loss": test["loss"], f"test_{task.quality}": test[task.quality]})
+                metrics.update({f"test_{k}": v for k, v in test.items()})
             if ddp:
                 metrics["ddp_weight_spread"] = _weight_spread(model)
 

@@ -7,10 +7,11 @@ from ..spec.errors import allowed, did_you_mean
 from ..spec.settings import TRAIN_KEYS
 from .loop import spec_dirs
 from .tasks import Task, get_task
+from .tasks.base import MODES, SPLIT_METRICS
 
 
 def reported_metrics(task: Task) -> list[str]:
-    return ["val_loss", f"val_{task.quality}", "train_loss"]
+    return ["val_loss", *[f"val_{n}" for n in dict.fromkeys((task.quality, *task.metrics))], "train_loss"]
 
 
 def check_task(spec: Spec) -> Task:
@@ -26,6 +27,14 @@ def check_task(spec: Spec) -> Task:
     if spec.metric.name not in metrics:
         fail(("metric", "name"), f"task {spec.task} does not report '{spec.metric.name}'"
                                  f"{did_you_mean(spec.metric.name, metrics)}", allowed(metrics))
+    base = spec.metric.name.split("_", 1)[1] if "_" in spec.metric.name else ""
+    if MODES.get(base, spec.metric.mode) != spec.metric.mode:
+        fail(("metric", "mode"), f"{spec.metric.name} is better {'higher' if MODES[base] == 'max' else 'lower'}, "
+                                 f"not {spec.metric.mode}", f"set mode: {MODES[base]}")
+    unknown = [n for n in task.split_metric_names() if n not in SPLIT_METRICS]
+    if unknown and type(task).split_metrics is Task.split_metrics:
+        fail(("task",), f"task {spec.task} reports '{unknown[0]}', which raysweep does not compute",
+             f"override split_metrics to compute it, or use one of {', '.join(SPLIT_METRICS)}")
     used_by_expressions = set().union(*(Expr(e).names for e in [*spec.derived.values(), *spec.constraints]))
     known = set(TRAIN_KEYS) | set(task.params) | used_by_expressions
     for section in ("parameters", "fixed"):

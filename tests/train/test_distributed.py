@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -70,3 +71,34 @@ def test_a_diverged_rank_stops_every_rank_at_the_same_step(tmp_path):
     assert ranks[0]["reason"] == ranks[1]["reason"]
     assert "at epoch 1, step" in ranks[0]["reason"] and "all_gather" in [n for n, _ in ranks[0]["calls"]]
     assert ranks[0]["reports"][-1]["diverged_reason"] == ranks[0]["reason"]
+
+
+def _r2_rank(rank: int, world: int, out: str) -> None:
+    from sklearn.datasets import load_diabetes
+
+    from raysweep.train import Task, evaluate
+    from raysweep.train.device import precision_for
+
+    dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
+    x, y = (torch.tensor(a, dtype=torch.float32) for a in load_diabetes(return_X_y=True))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(10, 1)
+    task = Task()
+    task.quality, task.metrics = "r2", ("mae",)
+    got = evaluate(model, task, torch.utils.data.TensorDataset(x, y), "cpu", precision_for("fp32", "cpu"), rank, world)
+    with open(f"{out}/{rank}.json", "w") as f:
+        json.dump({"got": got, "whole": model(x).detach().squeeze(-1).tolist(), "y": y.tolist()}, f)
+    dist.barrier()
+    dist.destroy_process_group()
+    os._exit(0)
+
+
+def test_split_metrics_over_ranks_are_the_whole_splits(tmp_path):
+    from sklearn.metrics import mean_absolute_error, r2_score
+
+    mp.start_processes(_r2_rank, args=(2, str(tmp_path)), nprocs=2, start_method="spawn")
+    ranks = [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2)]
+    y, p = ranks[0]["y"], ranks[0]["whole"]  # each rank scored half (442 = 221 + 221): both must give the whole's
+    for r in ranks:
+        assert r["got"]["r2"] == pytest.approx(r2_score(y, p), rel=1e-6)
+        assert r["got"]["mae"] == pytest.approx(mean_absolute_error(y, p), rel=1e-6)
