@@ -241,11 +241,14 @@ def trial_config(spec, values: dict, seed: int) -> dict:
     from .spec.check import check_train_value
     from .spec.errors import did_you_mean
     from .spec.settings import TRAIN_KEYS
-    from .train import get_task
     from .train.loop import spec_dirs
+    from .train.tasks import is_function, load_task
 
     space = Space(spec)
-    task = get_task(spec.task, spec_dirs(spec))
+    task = load_task(spec.task, spec_dirs(spec))
+    if is_function(task):
+        raise SpecError("raysweep train runs raysweep Tasks; this task is a training function", spec.file,
+                        path="task", fix=f"run its config as a one-trial sweep: raysweep sweep {spec.file}")
     known = set(space.params) | set(spec.fixed) | set(spec.derived) | set(TRAIN_KEYS) | set(task.params)
     for name in values:
         if name not in known:

@@ -53,3 +53,16 @@ def numeric_params(draw):
         return {"distribution": dist, "min": lo, "max": lo * 10.0 ** draw(st.floats(0.01, 6))}
     lo = draw(st.floats(-1e3, 1e3))
     return {"distribution": dist, "min": lo, "max": lo + draw(st.floats(1e-3, 1e3))}
+
+
+def trial_runs(session, stage):
+    """The MLflow client, a stage's run and its trial runs, as a session wrote them."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(session.tracker.uri)
+    experiment = client.get_experiment_by_name(session.tracker.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("raysweep.stage") == stage and r.data.tags.get("raysweep.kind")]
+    assert len(parent) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    return client, parent[0], children

@@ -25,6 +25,7 @@ from ..spec.distributions import data_of
 from ..spec.model import STAGES
 from ..spec.objective import score
 from ..sweep import StageResult, TrialRecord, stage_dir, storage
+from ..train.validate import is_function_task
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
 from .outcomes import FinalOutcome, LrTestOutcome, Outcome, SearchOutcome, SeedsOutcome, from_state, to_state
@@ -123,7 +124,12 @@ class Pipeline:
             self.open()
         st, last = self.spec.stages, STAGES.index(until)
         wanted = {name: getattr(st, name).enabled and i <= last for i, name in enumerate(STAGES)}
-        lr = self.lr_test() if wanted["lr_range_test"] else None
+        lr = None
+        if wanted["lr_range_test"] and is_function_task(self.spec):
+            self.log("[lr_range_test] skipped: the task is a training function and the test needs raysweep's "
+                     "model and loss; the coarse stage searches the spec's own lr range")
+        elif wanted["lr_range_test"]:
+            lr = self.lr_test()
         spec = with_lr_range(self.spec, lr)
         pool: list[TrialRecord] = []  # the configs the next stage starts from, best first
         evaluated: list[TrialRecord] = []  # every coarse result, for TPE in the fine stage
@@ -307,7 +313,8 @@ class Pipeline:
                 "results": json.loads(json.dumps(results, default=float))}
         path = self.file("best_config.yaml")
         with open(path, "w") as f:
-            f.write(f"# The config raysweep's pipeline chose for {spec.name}: `raysweep train {path}` trains it.\n")
+            command = "sweep" if is_function_task(spec) else "train"  # a function runs as a one-trial sweep
+            f.write(f"# The config raysweep's pipeline chose for {spec.name}: `raysweep {command} {path}` trains it.\n")
             yaml.safe_dump(data, f, sort_keys=False)
         check_task(load_spec(path))  # it must be a valid spec, as `raysweep validate` would say
         return path

@@ -17,7 +17,6 @@ def check_spec(spec: Spec) -> None:
     _check_task(spec, fail)
     _check_names(spec, fail)
     _check_conditions(spec, fail)
-    _check_train_values(spec, fail)
     known = set(TRAIN_KEYS) | set(params) | set(spec.fixed) | {"epochs"}
     for name, source in spec.derived.items():
         path = ("derived", name)
@@ -92,8 +91,9 @@ def _check_conditions(spec, fail):
             cur = params[cur].parent if cur in params else None
 
 
-def _check_train_values(spec, fail):
-    """Values meant for the trainer must be ones the trainer accepts: check each bound and choice."""
+def check_train_values(spec, fail):
+    """Values meant for the trainer must be ones the trainer accepts: check each bound and choice
+    (for a Task; a training function's parameters are its own, whatever their names)."""
     fields = TrainSettings.model_fields
     for key, value in spec.fixed.items():
         if key in fields:

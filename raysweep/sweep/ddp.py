@@ -48,9 +48,10 @@ def _forwarding_callback(queue):
 
 
 def run_ddp(config: dict, run: Run, p: Plan, on_report: Callable[[dict, str | None], None],
-            storage_path: str, name: str, resume=None, origin: str | None = None):
-    """Train one config on p.workers DDP workers; call on_report(metrics, checkpoint_path) per epoch
-    in the calling thread. Returns Ray Train's Result."""
+            storage_path: str, name: str, resume=None, origin: str | None = None, worker: Callable | None = None):
+    """Train one config on p.workers DDP workers (raysweep's loop, or `worker` given the same
+    train_loop_config); call on_report(metrics, checkpoint_path) per epoch in the calling thread.
+    Returns Ray Train's Result."""
     from dataclasses import asdict
 
     from ray.train import RunConfig
@@ -59,7 +60,7 @@ def run_ddp(config: dict, run: Run, p: Plan, on_report: Callable[[dict, str | No
 
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
-        _worker_loop,
+        worker or _worker_loop,
         train_loop_config={"config": config, "run": asdict(run), "resume": resume, "origin": origin},
         scaling_config=scaling_config(p),
         run_config=RunConfig(name=name, storage_path=storage_path, callbacks=[_forwarding_callback(queue)]),

@@ -12,6 +12,7 @@ from ..spec import Space, Spec, SpecError
 from ..spec.objective import ranked
 from ..spec.settings import TrainSettings
 from ..train import Run
+from ..train.validate import is_function_task
 from . import storage
 from .progress import Progress, decision, error_line, result_log
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
@@ -108,7 +109,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     space = Space(spec)
     run = Run.from_spec(spec, epochs=epochs, evaluate_test=evaluate_test)
     payload = {"spec": spec.payload(), "run": asdict(run), "storage": storage_path,
-               "nested": spec.search.method == "hyperopt" and configs is None}
+               "nested": spec.search.method == "hyperopt" and configs is None, "function": is_function_task(spec)}
     trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload),
                                     tune_resources(plan(spec.resources)))
     path = stage_dir(storage_path, spec.name, stage)
@@ -124,7 +125,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     if resume and _restorable(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        stoppers = [StatusStopper()] if spec.stopping.trial_timeout_s else []
+        stoppers = [StatusStopper()]
         if spec.stopping.target is not None:
             stoppers.append(TargetStopper(spec.metric.name, spec.metric.mode, spec.stopping.target))
         if stop_rule and stop_rule[0]:
@@ -162,6 +163,9 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                for r, trial in zip(grid, grid._experiment_analysis.trials, strict=False)
                if "training_iteration" in (last := _last_result(r, log := result_log(r.path, r.filesystem)))
                or r.error]
+    missing = next((r.metrics["metric_missing"] for r in records if r.status == "metric_missing"), None)
+    if missing:
+        raise spec.error(("metric", "name"), missing, "name one of the reported metrics")
     result = StageResult(stage, path, spec.metric.name, spec.metric.mode, records)
     storage.write_text(storage.join(path, "results.json"), json.dumps(result.to_json(), indent=1, default=str))
     return result
@@ -242,7 +246,7 @@ def _record(trial, result, log: list[dict], last: dict, space: Space, payload: d
         trial_id=trial.trial_id,
         config=trial_config(space, suggested), status=status,
         value=None if status == "diverged" or value is None else float(value),
-        epochs=int(last.get("training_iteration", 0)),
+        epochs=int(last.get("epoch") or last.get("training_iteration", 0)),
         metrics={k: v for k, v in last.items() if isinstance(v, (int, float, str)) and k not in ("config", "trial_id")},
         checkpoint=storage.uri_of(result.checkpoint.path, result.checkpoint.filesystem) if result.checkpoint else None,
         error=error_line(result.error), attempts=trial.num_failures + 1, path=storage.uri_of(result.path, result.filesystem),

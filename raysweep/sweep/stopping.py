@@ -15,13 +15,18 @@ def _finite(value) -> bool:
 
 class StatusStopper(Stopper):
     """Stops a trial whose report says it is over though its function may still run: a watchdog's
-    `timed_out` for a hung trial."""
+    `timed_out` for a hung trial; and the whole stage once a function trial did not report the sweep
+    metric (every trial would fail alike)."""
+
+    def __init__(self):
+        self.missing = False
 
     def __call__(self, trial_id, result):
+        self.missing |= result.get("status") == "metric_missing"
         return result.get("status") == "timed_out"
 
     def stop_all(self):
-        return False
+        return self.missing
 
 
 class TargetStopper(Stopper):

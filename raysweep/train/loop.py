@@ -47,6 +47,18 @@ class Run:
     evaluate_test: bool = False
     task_dirs: tuple = ()  # where a user task module may live (the spec's folder)
 
+    def judge(self, state: dict, value: float, epoch: int) -> str:
+        """After `epoch` with the sweep metric at `value`: update state's best and bad_epochs and say
+        whether the trial goes on (running) or why it ends."""
+        state["bad_epochs"] = 0 if _better(value, state["best"], self.mode, self.min_delta) else state["bad_epochs"] + 1
+        if _better(value, state["best"], self.mode):
+            state["best"] = value
+        if self.target is not None and not _better(self.target, value, self.mode):
+            return "target_reached"
+        if self.patience is not None and state["bad_epochs"] >= self.patience:
+            return "early_stopped"
+        return "completed" if epoch >= self.epochs else "running"
+
     @classmethod
     def from_spec(cls, spec, **overrides) -> Run:
         es = spec.stopping.early_stopping
@@ -223,21 +235,9 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
                    "grad_norm": norm_sum / max(steps, 1),
                    "epoch_seconds": seconds, "samples_per_s": samples_per_epoch / max(seconds, 1e-9)}
         value = metrics[run.metric]
-        if _better(value, state["best"], run.mode, run.min_delta):
-            state["bad_epochs"] = 0
-        else:
-            state["bad_epochs"] += 1
-        if _better(value, state["best"], run.mode):
-            state["best"] = value
+        status = run.judge(state, value, epoch + 1)
         metrics[f"best_{run.metric}"] = state["best"]
         schedule.step_epoch(value)
-        status = "running"
-        if run.target is not None and not _better(run.target, value, run.mode):
-            status = "target_reached"
-        elif run.patience is not None and state["bad_epochs"] >= run.patience:
-            status = "early_stopped"
-        elif epoch + 1 == run.epochs:
-            status = "completed"
         metrics["status"] = status
         if resumed_from:
             metrics["resumed_from"], resumed_from = resumed_from, None

@@ -3,10 +3,11 @@ every name the spec sets is read by the trainer, the task, or a derived expressi
 from __future__ import annotations
 
 from ..spec import Expr, Spec
+from ..spec.check import check_train_values
 from ..spec.errors import allowed, did_you_mean
 from ..spec.settings import TRAIN_KEYS
 from .loop import spec_dirs
-from .tasks import Task, get_task
+from .tasks import Task, is_function, load_task
 from .tasks.base import MODES, SPLIT_METRICS
 
 
@@ -14,15 +15,25 @@ def reported_metrics(task: Task) -> list[str]:
     return ["val_loss", *[f"val_{n}" for n in dict.fromkeys((task.quality, *task.metrics))], "train_loss"]
 
 
-def check_task(spec: Spec) -> Task:
+def is_function_task(spec: Spec) -> bool:
+    """The spec's task is a user's training function, not a raysweep Task."""
+    return is_function(load_task(spec.task, spec_dirs(spec)))
+
+
+def check_task(spec: Spec):
+    """The spec's task (a Task, or a training function), checked against the spec."""
     def fail(path, message, fix=None):
         raise spec.error(path, message, fix)
 
     try:
-        task = get_task(spec.task, spec_dirs(spec))
+        task = load_task(spec.task, spec_dirs(spec))
     except (ImportError, AttributeError, TypeError) as e:
         fail(("task",), f"cannot load task '{spec.task}': {e.__class__.__name__}: {e}",
-             "check the module is importable (installed or on PYTHONPATH) and names a raysweep.train.Task")
+             "check the module is importable (installed or on PYTHONPATH) and names a raysweep.train.Task "
+             "or a training function")
+    if is_function(task):  # its parameter names are its own; its metrics are checked at its first report
+        return task
+    check_train_values(spec, fail)
     metrics = reported_metrics(task)
     if spec.metric.name not in metrics:
         fail(("metric", "name"), f"task {spec.task} does not report '{spec.metric.name}'"

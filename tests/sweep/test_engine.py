@@ -4,13 +4,13 @@ import os
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from raysweep.session import Session
 from raysweep.spec import Space, Spec, load_spec
 from raysweep.sweep import StageResult
 from raysweep.sweep.schedulers import SCHEDULERS
 from raysweep.sweep.searchers import SEARCHERS
+from tests.support import trial_runs
 
 BASE = {
     "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},
@@ -37,16 +37,6 @@ def make_spec(name, method, scheduler, epochs=3, samples=2, **extra):
     if scheduler == "pbt":
         data["fixed"] = {**data["fixed"], "checkpoint_every": 1}
     return Spec.model_validate(data)
-
-
-def trial_runs(session, stage):
-    client = MlflowClient(session.tracker.uri)
-    experiment = client.get_experiment_by_name(session.tracker.experiment)
-    runs = client.search_runs([experiment.experiment_id])
-    parent = [r for r in runs if r.data.tags.get("raysweep.stage") == stage and r.data.tags.get("raysweep.kind")]
-    assert len(parent) == 1
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
-    return client, parent[0], children
 
 
 COMBOS = [(m, s) for m in SEARCHERS for s in SCHEDULERS if not (s == "pbt" and m == "hyperopt")]

@@ -112,9 +112,11 @@ class Task:
         return {k: config.get(k, v) for k, v in self.params.items()}
 
 
-def get_task(ref: str, search_dirs: tuple = ()) -> Task:
-    """A built-in task by name, or `package.module:object` (a Task subclass or instance), looked up
-    on sys.path and then in search_dirs (the spec file's folder, so a task can sit beside its spec)."""
+def load_task(ref: str, search_dirs: tuple = ()):
+    """What a spec's `task` names: a built-in Task by name, or `package.module:object` looked up on
+    sys.path and then in search_dirs (the spec file's folder, so a task can sit beside its spec).
+    The object is a Task (subclass or instance), or a plain function: a Ray Train training function
+    `f(config)` that raysweep runs as each trial."""
     from . import BUILTIN
 
     if ref in BUILTIN:
@@ -124,7 +126,19 @@ def get_task(ref: str, search_dirs: tuple = ()) -> Task:
         if directory not in sys.path:
             sys.path.append(directory)
     obj = getattr(importlib.import_module(module_name), attr)
-    task = obj() if isinstance(obj, type) else obj
+    if isinstance(obj, type) and issubclass(obj, Task):
+        return obj()
+    if isinstance(obj, Task) or is_function(obj):
+        return obj
+    raise TypeError(f"{ref} is a {type(obj).__name__}, neither a raysweep.train.Task nor a training function")
+
+
+def is_function(obj) -> bool:
+    return callable(obj) and not isinstance(obj, (type, Task))
+
+
+def get_task(ref: str, search_dirs: tuple = ()) -> Task:
+    task = load_task(ref, search_dirs)
     if not isinstance(task, Task):
-        raise TypeError(f"{ref} is a {type(task).__name__}, not a raysweep.train.Task")
+        raise TypeError(f"{ref} is a training function, not a raysweep.train.Task")
     return task
