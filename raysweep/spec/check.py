@@ -5,7 +5,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .errors import allowed, did_you_mean
 from .expr import Expr, ExprError
-from .model import NAME_RE, Spec
+from .model import NAME_RE, PARAM_RE, Spec
 from .settings import BUILTIN_TASKS, TRAIN_KEYS, TrainSettings
 
 
@@ -52,14 +52,18 @@ def _check_task(spec, fail):
 
 def _check_names(spec, fail):
     for name in spec.parameters:
-        if not NAME_RE.match(name):
+        if not PARAM_RE.match(name):
             fail(("parameters", name), f"'{name}' is not a valid parameter name",
-                 "use letters, digits and _ (expressions refer to parameters by name)")
+                 "start with a letter or _, then letters, digits, _, . or - (expressions refer to names of "
+                 "letters, digits and _)")
         if name in spec.fixed:
             fail(("fixed", name), f"'{name}' is both fixed and a parameter", f"remove fixed.{name} or parameters.{name}")
     for name in spec.fixed:
-        if not NAME_RE.match(name):
-            fail(("fixed", name), f"'{name}' is not a valid setting name", "use letters, digits and _")
+        if not PARAM_RE.match(name):
+            fail(("fixed", name), f"'{name}' is not a valid setting name", "use letters, digits, _, . and -")
+    for i, group in enumerate(spec.groups):
+        if not any(n.startswith(group + ".") for n in [*spec.parameters, *spec.fixed]):
+            fail(("groups", i), f"no parameter is in group '{group}'", f"name its parameters {group}.<name>")
 
 
 def _check_conditions(spec, fail):

@@ -321,11 +321,9 @@ class Choice(Family):
     def check(self, p):
         if not p.values:
             raise At("values", "must list at least one value")
-        seen: list = []
         for i, v in enumerate(p.values):
-            if v in seen:
+            if index_of(p.values[:i], v) is not None:
                 raise At(("values", i), f"duplicate value {v!r}; list each value once")
-            seen.append(v)
 
     def sample(self, p, rng):
         return p.values[int(rng.integers(len(p.values)))]
@@ -334,7 +332,7 @@ class Choice(Family):
         return p.values[len(p.values) // 2]
 
     def contains(self, p, value) -> bool:
-        return value in p.values
+        return index_of(p.values, value) is not None
 
     def edges(self, p):
         return [(("values", i), v) for i, v in enumerate(p.values)]
@@ -351,9 +349,14 @@ class Choice(Family):
         return list(p.values)  # PBT resamples a list uniformly
 
     def hyperopt(self, p, label, options=None):
+        """A choice of indices (or, for a parent, of branches holding its index): HyperOpt would
+        flatten a dict value into the config and turn a list into a tuple."""
         from hyperopt import hp
 
-        return hp.choice(label, options if options is not None else list(p.values))
+        return hp.choice(label, options if options is not None else list(range(len(p.values))))
+
+    def clean(self, p, value):
+        return p.values[int(value)]
 
 
 class Grid(Choice):
@@ -384,6 +387,11 @@ class Constant(Family):
 
     def hyperopt(self, p, label, options=None):
         return p.value
+
+
+def index_of(values: list, value) -> int | None:
+    """Where value is in values, types compared too: True is not 1, nor 1.0 the same choice as 1."""
+    return next((i for i, v in enumerate(values) if type(v) is type(value) and v == value), None)
 
 
 def _check_q(p) -> None:

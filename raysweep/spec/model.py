@@ -10,7 +10,8 @@ from .distributions import FAMILIES, NAMES, At, Family, infer
 from .errors import SpecError
 from .yaml_io import dotted, locate
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # what an expression can refer to
+PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # a parameter's name: W&B's rule (Hydra-style dots too)
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -264,6 +265,9 @@ class Spec(Strict):
     metric: Metric
     parameters: dict[str, Param] = {}
     fixed: dict[str, Any] = {}
+    # parameter groups a training function receives as nested dicts: `optimizer.lr` reaches it as
+    # config["optimizer"]["lr"] (W&B's nested `parameters:`)
+    groups: list[str] = []
     constraints: list[str] = []
     derived: dict[str, str] = {}
     search: Search = Search()

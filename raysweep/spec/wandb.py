@@ -2,10 +2,17 @@
 from __future__ import annotations
 
 import math
+import re
 
+from .. import console
 from .distributions import NAMES as DISTRIBUTIONS
 from .errors import SpecError, did_you_mean
+from .model import Stopping
 from .yaml_io import locate
+
+_NOTED: set = set()  # files whose ignored W&B keys were already named (a command loads a spec more than once)
+_NOT_USED = ("program", "command", "entity")  # W&B's: how to launch a run; raysweep runs the task itself
+_Q_DISTS = ("q_uniform", "q_log_uniform", "q_log_uniform_values", "q_normal")
 
 _WANDB_ONLY = {"early_terminate", "program", "command", "run_cap", "entity", "project"}
 _RAYSWEEP_ONLY = {"task", "fixed", "search", "scheduler", "resources", "stages", "stopping", "tracking",
@@ -43,10 +50,13 @@ def convert(data: dict, pos: dict, file: str) -> tuple[dict, dict]:
 
     out: dict = {}
     new_pos = dict(pos)
+    unused = []
     for key, value in data.items():
         if key in ("name", "description", "task", "parameters", "metric"):
             continue
-        if key == "method":
+        if key in _RAYSWEEP_ONLY:  # raysweep's own sections may sit beside W&B's keys
+            out[key] = value
+        elif key == "method":
             if not isinstance(value, str) or value not in _METHODS:
                 fail(("method",), f"W&B method '{value}' has no raysweep equivalent", "use grid, random or bayes")
             out["method"] = _METHODS[value]
@@ -57,29 +67,58 @@ def convert(data: dict, pos: dict, file: str) -> tuple[dict, dict]:
             out["tracking"] = {"experiment": value}
             new_pos[("tracking", "experiment")] = pos[("project",)]
         elif key == "early_terminate":
-            out["scheduler"] = _early_terminate(value, fail)
+            max_epochs = (data.get("stopping") or {}).get("max_epochs") if isinstance(data.get("stopping"), dict) else None
+            out["scheduler"] = _early_terminate(value, fail, max_epochs or Stopping.model_fields["max_epochs"].default)
             if "max_t" in out["scheduler"]:  # a trial's budget is W&B's max_iter
                 out.setdefault("stopping", {})["max_epochs"] = out["scheduler"]["max_t"]
             for k in out["scheduler"]:
                 new_pos[("scheduler", k)] = pos[("early_terminate",)]
-        elif key in ("program", "command"):
-            fail((key,), f"W&B `{key}` runs a script; raysweep trains a task in-process",
-                 "remove it and set `task:` (a built-in such as digits_mlp, or package.module:object)")
-        elif key == "entity":
-            fail((key,), "a W&B entity has no MLflow equivalent", "remove it (MLflow groups runs by experiment)")
+        elif key in _NOT_USED:
+            unused.append(key)
         else:
             fail((key,), f"unknown W&B sweep key '{key}'",
-                 "W&B keys: method, metric, parameters, early_terminate, run_cap, name, description, project")
-    out["name"] = str(data.get("name", "wandb_sweep")).replace(" ", "_")
+                 "W&B keys: method, metric, parameters, early_terminate, run_cap, name, description, project, "
+                 "program, command, entity")
+    # W&B allows any name; raysweep's folders and experiments take letters, digits, _ . -
+    out["name"] = re.sub(r"[^A-Za-z0-9_.-]", "_", str(data.get("name", "wandb_sweep"))) or "wandb_sweep"
     if "description" in data:
         out["description"] = data["description"]
     if "task" not in data:
         fail((), "a W&B sweep names a program; raysweep needs the task to train",
-             "add `task: digits_mlp` (built-in) or `task: package.module:object` to the file")
+             "add `task: digits_mlp` (built-in) or `task: package.module:function` (your training function)")
+    if unused and file not in _NOTED:
+        _NOTED.add(file)
+        console.note(f"{file}: W&B's {', '.join(unused)} not used: raysweep runs task {data['task']} itself")
     out["task"] = data["task"]
     out["metric"] = _metric(data.get("metric"), fail, out)
-    out["parameters"] = {name: _param(name, p, fail) for name, p in (data.get("parameters") or {}).items()}
+    params, groups = _params(data.get("parameters") or {}, fail, new_pos)
+    out["parameters"] = params
+    if groups:
+        out["groups"] = groups
     return out, new_pos
+
+
+def _params(params, fail, pos: dict, prefix: str = "", path: tuple = ("parameters",)) -> tuple[dict, list]:
+    """W&B's parameters, nested groups flattened to dotted names (the positions follow them)."""
+    if not isinstance(params, dict):
+        fail(path, "W&B parameters are a mapping of names", "write e.g. `parameters: {lr: {min: 0.001, max: 0.1}}`")
+    out, groups = {}, []
+    for name, p in params.items():
+        full, here = prefix + str(name), path + (name,)
+        if full != str(name) or prefix:
+            for key, where in list(pos.items()):
+                if key[:len(here)] == here:
+                    pos[("parameters", full) + key[len(here):]] = where
+        if isinstance(p, dict) and "parameters" in p:
+            extra = sorted(set(p) - {"parameters"})
+            if extra:
+                fail(here + (extra[0],), "a nested W&B group holds only `parameters:`", f"remove {extra[0]}")
+            sub, subgroups = _params(p["parameters"], fail, pos, full + ".", here + ("parameters",))
+            out.update(sub)
+            groups += [full, *subgroups]
+        else:
+            out[full] = _param(p, fail, here)
+    return out, groups
 
 
 def _metric(metric, fail, out):
@@ -102,12 +141,9 @@ def _metric(metric, fail, out):
     return converted
 
 
-def _param(name, p, fail):
-    path = ("parameters", name)
+def _param(p, fail, path):
     if not isinstance(p, dict):
         fail(path, "a W&B parameter is a mapping", "write e.g. `{values: [1, 2]}` or `{min: 0, max: 1}`")
-    if "parameters" in p:
-        fail(path + ("parameters",), "nested W&B parameter groups are not supported", "flatten them into top-level names")
     if "probabilities" in p:
         fail(path + ("probabilities",), _REJECTED_DISTS["categorical_w_probabilities"])
     p = dict(p)
@@ -121,14 +157,26 @@ def _param(name, p, fail):
         p["distribution"] = _WANDB_DISTS[dist]
         if dist in ("log_uniform", "q_log_uniform"):  # W&B bounds are natural-log exponents
             for k in ("min", "max"):
-                if k in p:
+                if isinstance(p.get(k), (int, float)):
                     p[k] = math.exp(p[k])
+        if dist in _Q_DISTS:
+            q = p.setdefault("q", 1)  # W&B's default
+            if dist != "q_normal" and isinstance(q, (int, float)) and q > 0:
+                # W&B rounds each sample to a multiple of q (round(x / q) * q): its bounds, so rounded,
+                # are the range it samples; a log range starts at q, never at 0
+                for k in ("min", "max"):
+                    if isinstance(p.get(k), (int, float)):
+                        p[k] = float(f"{round(p[k] / q) * q:.12g}")
+                if dist != "q_uniform" and isinstance(p.get("min"), float):
+                    p["min"] = max(p["min"], float(q))
     if "value" in p and "distribution" not in p:
         p["distribution"] = "constant"
     return p
 
 
-def _early_terminate(et, fail):
+def _early_terminate(et, fail, max_epochs: int):
+    """W&B's hyperband stops runs asynchronously at brackets min_iter * eta^k, counted in logged
+    steps: that is ASHA counting reports (raysweep's trials report once per epoch)."""
     path = ("early_terminate",)
     if not isinstance(et, dict) or et.get("type") != "hyperband":
         fail(path + ("type",), "only `type: hyperband` exists in W&B", "write `early_terminate: {type: hyperband, min_iter: 3}`")
@@ -140,9 +188,16 @@ def _early_terminate(et, fail):
         fail(path + (sorted(unknown)[0],), f"unknown early_terminate key '{sorted(unknown)[0]}'",
              "allowed: type, min_iter, max_iter, s, eta")
     eta = et.get("eta", 3)
-    # W&B's hyperband stops runs asynchronously at brackets min_iter * eta^k: that is ASHA.
     if "min_iter" in et:
-        return {"type": "asha", "grace_period": et["min_iter"], "reduction_factor": eta}
+        out = {"type": "asha", "grace_period": et["min_iter"], "reduction_factor": eta}
+        if "max_iter" in et:
+            out["max_t"] = et["max_iter"]
+        budget = et.get("max_iter", max_epochs)
+        if isinstance(et["min_iter"], int) and isinstance(budget, int) and et["min_iter"] > budget:
+            fail(path + ("min_iter",), f"min_iter {et['min_iter']} exceeds the {budget} epochs a trial runs "
+                 f"({'max_iter' if 'max_iter' in et else 'stopping.max_epochs'})",
+                 "lower min_iter, or add max_iter (or a raysweep `stopping: {max_epochs: N}`)")
+        return out
     if "max_iter" in et:
         s = et.get("s", 0)
         return {"type": "asha", "grace_period": max(1, round(et["max_iter"] / eta ** s)), "reduction_factor": eta,

@@ -27,6 +27,17 @@ TEST_KEY = "evaluate_test"  # in the config of the final stage's trial: report t
 _KEPT = ("epoch", "status", "diverged_reason", "metric_missing")
 
 
+def nested(config: dict, groups) -> dict:
+    """The config as the function reads it: each group's dotted names as a nested dict."""
+    out: dict = {}
+    for key, value in config.items():
+        node, start = out, 0
+        for group in sorted((g for g in groups if key.startswith(g + ".")), key=len):
+            node, start = node.setdefault(group[start:], {}), len(group) + 1
+        node[key[start:]] = value
+    return out
+
+
 class Finished(Exception):
     """Raised out of a report to end the user's function: raysweep decided the trial is over."""
 

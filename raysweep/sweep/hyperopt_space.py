@@ -3,6 +3,7 @@ lives inside its parent's `hp.choice` branch, labelled by the path to it."""
 from __future__ import annotations
 
 from ..spec import Space
+from ..spec.distributions import index_of
 
 
 def hyperopt_space(space: Space) -> dict:
@@ -15,8 +16,8 @@ def _hp(space: Space, name: str, prefix: str):
     if not kids:
         return p.family.hyperopt(p, label)
     return p.family.hyperopt(p, label, [
-        {name: v, **{k: _hp(space, k, f"{label}={v}/") for k in kids if v in space.params[k].parent_values}}
-        for v in p.values])
+        {name: i, **{k: _hp(space, k, f"{label}={v}/") for k in kids if v in space.params[k].parent_values}}
+        for i, v in enumerate(p.values)])
 
 
 def hyperopt_point(space: Space, config: dict) -> dict:
@@ -29,7 +30,7 @@ def hyperopt_point(space: Space, config: dict) -> dict:
             return
         value = config[name]
         if p.is_categorical:
-            point[label] = p.values.index(value)
+            point[label] = index_of(p.values, value)
             for kid in space.children(name):
                 if value in space.params[kid].parent_values:
                     visit(kid, f"{label}={value}/")

@@ -95,11 +95,11 @@ def run_trial(config: dict, payload: dict) -> None:
     report = Watchdog(spec.stopping.trial_timeout_s, tune_report, run.metric) if spec.stopping.trial_timeout_s else tune_report
 
     if payload.get("function"):
-        from .function import TEST_KEY, run_function
+        from .function import TEST_KEY, nested, run_function
 
         if run.evaluate_test:
             full[TEST_KEY] = True
-        run_function(full, run, p, report, restored, storage.join(payload["storage"], "ddp"), trial_id,
+        run_function(nested(full, spec.groups), run, p, report, restored, storage.join(payload["storage"], "ddp"), trial_id,
                      tune.get_context().get_experiment_name())
     elif p.workers > 1:
         from .ddp import run_ddp

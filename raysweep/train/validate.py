@@ -50,6 +50,9 @@ def check_task(spec: Spec):
     known = set(TRAIN_KEYS) | set(task.params) | used_by_expressions
     for section in ("parameters", "fixed"):
         for name in getattr(spec, section):
+            if name in ("epochs", "max_epochs", "num_epochs") and name not in known:
+                fail((section, name), f"'{name}' is not a setting: a trial's epochs are the sweep's budget",
+                     "set stopping.max_epochs (and stages.<stage>.epochs) instead")
             if name not in known:
                 fail((section, name), f"'{name}' is read by neither the trainer nor task {spec.task}"
                                       f"{did_you_mean(name, known)}",

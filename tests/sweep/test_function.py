@@ -149,3 +149,24 @@ def test_the_pipeline_on_a_function_skips_the_lr_test_and_asks_the_final_run_for
     assert "evaluate_test" not in final.config  # raysweep's request, not a parameter of the chosen config
     with open(final.best_config) as f:
         assert "raysweep sweep" in f.readline()  # a function's config runs again as a one-trial sweep
+
+
+@pytest.mark.parametrize("name", ["nested_groups", "dict_list_values", "hydra_names"])
+def test_w_and_b_files_reach_the_function_as_w_and_b_would_pass_them(ray_session, tmp_path, name):
+    from tests.support import ROOT
+
+    path = ROOT / "tests/spec/wandb_corpus" / f"{name}.yaml"
+    spec = load_spec(path, ["search.num_samples=3", "resources.cpus_per_worker=0.25"])
+    result = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True)
+    seen = [json.loads(t.metrics["config_json"]) for t in result.trials]
+    assert len(seen) == 3 and all(t.status == "completed" for t in result.trials)
+    for config, t in zip(seen, result.trials, strict=True):
+        if name == "nested_groups":  # W&B's nested groups arrive nested
+            assert set(config) == {"optimizer", "model"} and set(config["optimizer"]) == {"lr", "betas"}
+            assert config["optimizer"]["betas"]["beta2"] == 0.999 and config["model"]["width"] in (32, 64)
+        elif name == "dict_list_values":  # values as written: lists stay lists, dicts stay dicts (TPE too)
+            assert config["layers"] in ([64, 64], [128, 64, 32])
+            assert config["optim"] in ({"name": "adam", "betas": [0.9, 0.999]}, {"name": "sgd", "momentum": 0.9})
+            assert t.config["optim"] == config["optim"]
+        else:  # Hydra-style names as they are
+            assert set(config) == {"model.lr", "data-augment", "trainer.max-epochs", "epochs"}
