@@ -81,6 +81,9 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
     # Tune's own Ctrl-C handler ends the run and returns the trials so far as if the stage had finished
     # (a pipeline then went on with a partial stage): let Ctrl-C interrupt the command instead
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # Tune's CSV and TensorBoard loggers write (and fsync) every result a second and third time; raysweep
+    # reads the JSON log alone (run_stage adds it), and MLflow is its dashboard
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return
     if address:

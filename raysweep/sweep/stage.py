@@ -102,6 +102,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     once the last `window` finished trials improved the best by less than that fraction; `configs`
     runs exactly those trainer configs instead of the spec's search."""
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.stopper import CombinedStopper
 
     epochs = epochs or spec.stopping.max_epochs
@@ -141,8 +142,12 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 metric=spec.metric.name, mode=spec.metric.mode, search_alg=searcher,
                 scheduler=build_scheduler(spec, epochs), num_samples=count,
                 # synchronous HyperBand pauses trials until a bracket fills; paused trials would hold a
-                # concurrency cap forever (a deadlock), and they free their resources anyway
-                max_concurrent_trials=None if spec.scheduler.type == "hyperband" else spec.search.max_concurrent,
+                # concurrency cap forever (a deadlock), and they free their resources anyway. Known configs
+                # (random, grid, re-runs) get a cap of all of them: Tune lets a searcher without a cap
+                # have one trial pending at a time, and trials then start one by one (2x the wall time of
+                # 40 short trials, measured in bench/function_overhead.py)
+                max_concurrent_trials=None if spec.scheduler.type == "hyperband" else (
+                    spec.search.max_concurrent or (total if isinstance(searcher, ListSearcher) else None)),
                 reuse_actors=True,
                 time_budget_s=time_budget_s or spec.stopping.time_budget_s),
             run_config=tune.RunConfig(
@@ -151,7 +156,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # so a driver killed there loses no finished trial
                 sync_config=tune.SyncConfig(sync_period=5) if storage.is_uri(storage_path) else None,
                 stop=CombinedStopper(*stoppers) if stoppers else None,
-                callbacks=[*progress, *rules, *callbacks],
+                callbacks=[JsonLoggerCallback(), *progress, *rules, *callbacks],  # result.json: the records' source
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))
