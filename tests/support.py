@@ -66,3 +66,11 @@ def trial_runs(session, stage):
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     return client, parent[0], children
+
+
+def tiny_pipeline(concurrent: int, max_epochs: int, hidden: str, coarse: str, fine: str, seeds: str) -> list[str]:
+    """--set arguments that shrink digits_mlp.yaml's pipeline to a test's size (stages as YAML maps)."""
+    sets = {"resources.cpus_per_worker": 0.5, "search.max_concurrent": concurrent, "stopping.max_epochs": max_epochs,
+            "parameters.hidden": hidden, "stopping.early_stopping": "null", "stages.lr_range_test.num_steps": 30,
+            "stages.coarse": coarse, "stages.fine": fine, "stages.seeds": seeds}
+    return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]

@@ -5,15 +5,12 @@ uninterrupted run is a figure of bench/interruptions.py: timings are not asserte
 import json
 
 from tests.chaos import audit, interrupted_run
+from tests.support import tiny_pipeline
 
 SPEC = "search_spaces/digits_mlp.yaml"
 NAME = "digits_mlp"
-TINY = ["--set", "resources.cpus_per_worker=0.5", "--set", "search.max_concurrent=2", "--set", "stopping.max_epochs=4",
-        "--set", "parameters.hidden=32", "--set", "stopping.early_stopping=null",
-        "--set", "stages.lr_range_test.num_steps=30",
-        "--set", "stages.coarse={num_samples: 6, epochs: 2, top_k: 2}",
-        "--set", "stages.fine={num_samples: 6, top_k: 2, stop_window: 20}",
-        "--set", "stages.seeds={top_n: 2, num_seeds: 2}"]
+TINY = tiny_pipeline(2, 4, "32", "{num_samples: 6, epochs: 2, top_k: 2}",
+                     "{num_samples: 6, top_k: 2, stop_window: 20}", "{top_n: 2, num_seeds: 2}")
 STAGES = ["lr_range_test", "coarse", "fine", "seeds", "final"]
 TRIALS = {"coarse": 6, "fine": 6, "seeds": 4, "final": 1}
 

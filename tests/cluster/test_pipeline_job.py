@@ -18,15 +18,11 @@ from raysweep.cli import load_checked, trial_config
 from raysweep.spec import load_spec
 from raysweep.sweep.local_cluster import submit_command
 from tests.chaos import finished_in_snapshot, trial_logs
-from tests.support import ROOT, cli_on, run_cli
+from tests.support import ROOT, cli_on, run_cli, tiny_pipeline
 
 SPEC = "search_spaces/digits_mlp.yaml"
-TINY = ["--set", "resources.cpus_per_worker=0.5", "--set", "search.max_concurrent=1", "--set", "stopping.max_epochs=6",
-        "--set", "parameters.hidden=[32, 64]", "--set", "stopping.early_stopping=null",
-        "--set", "stages.lr_range_test.num_steps=30",
-        "--set", "stages.coarse={num_samples: 6, epochs: 2, top_k: 3}",
-        "--set", "stages.fine={num_samples: 8, top_k: 2, stop_window: 20}",
-        "--set", "stages.seeds={top_n: 2, num_seeds: 3}"]
+TINY = tiny_pipeline(1, 6, "[32, 64]", "{num_samples: 6, epochs: 2, top_k: 3}",
+                     "{num_samples: 8, top_k: 2, stop_window: 20}", "{top_n: 2, num_seeds: 3}")
 NAME = "digits_mlp"
 
 

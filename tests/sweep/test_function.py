@@ -48,17 +48,24 @@ def spec_file(tmp_path, name, body):
     return load_spec(str(tmp_path / f"{name}.yaml"))
 
 
+def coarse(spec, tmp_path):
+    session = Session.start(spec, runs_dir=str(tmp_path))
+    return session, session.stage(spec, "coarse", quiet=True)
+
+
 HEAD = "task: user_train:train_fn\nmetric: {name: score, mode: max}\nresources: {cpus_per_worker: 0.25}\n"
 
 
 def test_one_worker_function_under_asha_gets_its_whole_config_and_is_stopped_or_completed(ray_session, tmp_path):
-    spec = spec_file(tmp_path, "fn_asha", HEAD + (
-        "search: {method: random, num_samples: 5, seed: 0, max_concurrent: 2}\n"
-        "scheduler: {type: asha, grace_period: 1, reduction_factor: 2}\nstopping: {max_epochs: 6}\n"
-        "fixed: {sleep: 0.05, optimizer: lion}\nderived: {num_epochs: epochs + 4}\n"
-        "parameters: {lr: {distribution: uniform, min: 0.1, max: 1.0}, width: {values: [1, 2]}}\n"))
-    session = Session.start(spec, runs_dir=str(tmp_path))
-    result = session.stage(spec, "coarse", quiet=True)
+    spec = spec_file(tmp_path, "fn_asha", HEAD + """
+search: {method: random, num_samples: 5, seed: 0, max_concurrent: 2}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+stopping: {max_epochs: 6}
+fixed: {sleep: 0.05, optimizer: lion}   # a trainer name, with the function's own value
+derived: {num_epochs: epochs + 4}
+parameters: {lr: {distribution: uniform, min: 0.1, max: 1.0}, width: {values: [1, 2]}}
+""")
+    session, result = coarse(spec, tmp_path)
     assert len(result.trials) == 5
     for t in result.trials:
         seen = json.loads(t.metrics["config_json"])
@@ -81,13 +88,13 @@ def test_one_worker_function_under_asha_gets_its_whole_config_and_is_stopped_or_
 def test_a_function_that_returns_early_is_completed_and_one_that_never_reports_errors(ray_session, tmp_path):
     spec = spec_file(tmp_path, "fn_short", HEAD + "search: {method: grid}\nstopping: {max_epochs: 5}\n"
                      "fixed: {num_epochs: 3}\nparameters: {lr: {distribution: grid, values: [0.5]}}\n")
-    result = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True)
+    result = coarse(spec, tmp_path)[1]
     (t,) = result.trials
     assert (t.status, t.epochs, t.value) == ("completed", 3, pytest.approx(1.5))
 
     silent = spec_file(tmp_path, "fn_silent", HEAD.replace("train_fn", "silent_fn") + "search: {method: grid}\n"
                        "stopping: {max_epochs: 2}\nparameters: {lr: {distribution: grid, values: [0.5]}}\n")
-    (t,) = Session.start(silent, runs_dir=str(tmp_path)).stage(silent, "coarse", quiet=True).trials
+    (t,) = coarse(silent, tmp_path)[1].trials
     assert t.status == "errored" and "returned without calling ray.train.report" in t.error
 
 
@@ -111,19 +118,24 @@ def test_two_workers_run_as_one_torchtrainer_job(ray_session, tmp_path):
     spec = spec_file(tmp_path, "fn_ddp", HEAD.replace("cpus_per_worker: 0.25", "cpus_per_worker: 0.25, "
                      "workers_per_trial: 2, cpus_per_trial: 0.25") + "search: {method: grid}\n"
                      "stopping: {max_epochs: 2}\nparameters: {lr: {distribution: grid, values: [0.5]}}\n")
-    (t,) = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True).trials
+    (t,) = coarse(spec, tmp_path)[1].trials
     assert (t.status, t.epochs, t.metrics["workers"]) == ("completed", 2, 2), t.error
     assert t.value == pytest.approx(1.0) and t.checkpoint
 
 
 def test_pbt_clones_a_function_from_its_donors_checkpoint_with_a_mutated_config(ray_session, tmp_path):
-    spec = spec_file(tmp_path, "fn_pbt", HEAD + (
-        "search: {method: random, num_samples: 8, seed: 0, max_concurrent: 8}\n"
-        "scheduler: {type: pbt, perturbation_interval: 1, quantile_fraction: 0.5,"
-        " mutations: {lr: {distribution: uniform, min: 0.1, max: 1.0}}}\n"
-        "stopping: {max_epochs: 6}\nfixed: {sleep: 0.3}\nparameters: {lr: {distribution: uniform, min: 0.1, max: 1.0}}\n"))
-    session = Session.start(spec, runs_dir=str(tmp_path))
-    result = session.stage(spec, "coarse", quiet=True)
+    spec = spec_file(tmp_path, "fn_pbt", HEAD + """
+search: {method: random, num_samples: 8, seed: 0, max_concurrent: 8}
+scheduler:
+  type: pbt
+  perturbation_interval: 1
+  quantile_fraction: 0.5
+  mutations: {lr: {distribution: uniform, min: 0.1, max: 1.0}}
+stopping: {max_epochs: 6}
+fixed: {sleep: 0.3}
+parameters: {lr: {distribution: uniform, min: 0.1, max: 1.0}}
+""")
+    session, result = coarse(spec, tmp_path)
     from raysweep.sweep.progress import result_log
 
     clones = [r for t in result.trials for r in result_log(t.path) if "restored_lr" in r]
@@ -157,7 +169,7 @@ def test_w_and_b_files_reach_the_function_as_w_and_b_would_pass_them(ray_session
 
     path = ROOT / "tests/spec/wandb_corpus" / f"{name}.yaml"
     spec = load_spec(path, ["search.num_samples=3", "resources.cpus_per_worker=0.25"])
-    result = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True)
+    result = coarse(spec, tmp_path)[1]
     seen = [json.loads(t.metrics["config_json"]) for t in result.trials]
     assert len(seen) == 3 and all(t.status == "completed" for t in result.trials)
     for config, t in zip(seen, result.trials, strict=True):
