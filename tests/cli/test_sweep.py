@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.support import ROOT, run_cli
@@ -44,8 +45,16 @@ LONGER = ["--set", "stopping.max_epochs=20", "--set", "parameters.batch_size=16"
           "--set", "search.num_samples=6", "--set", "search.max_concurrent=1"]
 
 
-def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path):
-    args = [sys.executable, "-m", "raysweep", "sweep", SPEC, *SMALL, *LONGER, "--runs-dir", str(tmp_path)]
+# the same for a user's Ray Train function (its checkpoints carry it on): batch 1 for ~2 s trials
+FUNCTION = ("search_spaces/wine_train_fn.yaml", "wine_train_fn", [
+    "--set", "resources.cpus_per_worker=0.25", "--set", "search.method=random", "--set", "scheduler={type: fifo}",
+    "--set", "fixed.batch_size=1", "--set", "stopping.max_epochs=20", "--set", "search.num_samples=6",
+    "--set", "search.max_concurrent=1"])
+
+
+@pytest.mark.parametrize("spec, name, sets", [(SPEC, "digits_mlp", SMALL + LONGER), FUNCTION], ids=["task", "function"])
+def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path, spec, name, sets):
+    args = [sys.executable, "-m", "raysweep", "sweep", spec, *sets, "--runs-dir", str(tmp_path)]
     driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     output = []
@@ -57,16 +66,16 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path):
     time.sleep(2)  # Tune snapshots its state every second (TUNE_GLOBAL_CHECKPOINT_S=1)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    _, before = children(tmp_path)
+    _, before = children(tmp_path, name)
     # (a run created just before the kill may not have its first tags yet)
     finished_before = {r.data.tags["raysweep.trial_id"] for r in before
                        if r.data.tags.get("raysweep.decision", "running") != "running"}
     assert 2 <= len(finished_before) < 6
 
-    resumed = run_cli("sweep", SPEC, *SMALL, *LONGER, "--runs-dir", tmp_path, "--resume", timeout=600)
+    resumed = run_cli("sweep", spec, *sets, "--runs-dir", tmp_path, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "sweep: 6 trials" in resumed.stdout
-    client, after = children(tmp_path)
+    client, after = children(tmp_path, name)
     ids = [r.data.tags["raysweep.trial_id"] for r in after]
     assert len(ids) == 6 and len(set(ids)) == 6  # every trial exactly once in MLflow
     for run in after:
@@ -75,5 +84,5 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path):
         assert run.data.tags["raysweep.decision"] == "completed" and run.info.status == "FINISHED"
     # finished trials were not trained again: Tune's own result log of each holds its 3 epochs once
     for trial_id in finished_before:
-        [trial_dir] = (tmp_path / "ray" / "digits_mlp-sweep").glob(f"*{trial_id}*")
+        [trial_dir] = (tmp_path / "ray" / f"{name}-sweep").glob(f"*{trial_id}*")
         assert len((trial_dir / "result.json").read_text().splitlines()) == 20
