@@ -228,9 +228,20 @@ class Session:
             self.where()
 
     def where(self) -> None:
+        from .tracking.runs import runs_page
+
         uri = self.tracker.uri
         console.say(f"MLflow: experiment '{self.tracker.experiment}' at {uri}")
+        try:
+            experiment_id = self.tracker.index.experiment_id
+        except Exception:  # noqa: BLE001 - MLflow down at the end: the link is a convenience
+            experiment_id = None
         if uri.startswith("sqlite:///"):
             console.say(f"  open it: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+            server = "http://127.0.0.1:5000"
+        else:
+            server = uri if uri.startswith("http") else None
+        if experiment_id and server:
+            console.say(f"  its runs: {runs_page(server, experiment_id)}")
         if self.log_file:
             console.say(f"Ray's own logs: {self.log_file}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 TAG = "raysweep."
+KIND_TAG = "mlflow.experimentKind"
 REASONS = ("diverged_reason", "timeout_reason")  # why a trial ended early, from its last report: tags
 _SKIP = {"status", *REASONS, "resumed_from", "trial_id", "date", "hostname", "node_ip", "pid",
          "experiment_id", "timestamp", "done", "training_iteration", "epoch", "checkpoint_dir_name", "config",
@@ -27,6 +28,12 @@ def create_sqlite_whole(uri: str) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
     SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
     os.replace(tmp, path)
+
+
+def runs_page(server: str, experiment_id: str) -> str:
+    """The experiment's runs in the stock UI; `workflowType` picks its model-training view (the UI's
+    default is GenAI, whose experiment page has no runs)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def step_of(result: dict) -> int:
@@ -56,7 +63,9 @@ class RunIndex:
             else:
                 root = self.artifact_root
                 location = root if not root or "://" in root else "file://" + os.path.abspath(root)
-                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
+                # MLflow 3's UI opens an experiment of this kind on its runs, not on the GenAI traces page
+                self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
+                                                                    tags={KIND_TAG: "custom_model_development"})
         return self._experiment_id
 
     def find_or_create(self, tags: dict, name: str, parent: str | None = None) -> tuple[str, bool]:

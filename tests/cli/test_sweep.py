@@ -76,6 +76,10 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path, spec,
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "sweep: 6 trials" in resumed.stdout
     client, after = children(tmp_path, name)
+    experiment = client.get_experiment_by_name(name)  # the stock UI opens it on its runs, and the command links there
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert (f"  its runs: http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType="
+            "machine_learning") in resumed.stdout
     ids = [r.data.tags["raysweep.trial_id"] for r in after]
     assert len(ids) == 6 and len(set(ids)) == 6  # every trial exactly once in MLflow
     for run in after:
