@@ -67,7 +67,8 @@ def convert(data: dict, pos: dict, file: str) -> tuple[dict, dict]:
             out["tracking"] = {"experiment": value}
             new_pos[("tracking", "experiment")] = pos[("project",)]
         elif key == "early_terminate":
-            max_epochs = (data.get("stopping") or {}).get("max_epochs") if isinstance(data.get("stopping"), dict) else None
+            stopping = data.get("stopping")
+            max_epochs = stopping.get("max_epochs") if isinstance(stopping, dict) else None
             out["scheduler"] = _early_terminate(value, fail, max_epochs or Stopping.model_fields["max_epochs"].default)
             if "max_t" in out["scheduler"]:  # a trial's budget is W&B's max_iter
                 out.setdefault("stopping", {})["max_epochs"] = out["scheduler"]["max_t"]
@@ -105,7 +106,7 @@ def _params(params, fail, pos: dict, prefix: str = "", path: tuple = ("parameter
     out, groups = {}, []
     for name, p in params.items():
         full, here = prefix + str(name), path + (name,)
-        if full != str(name) or prefix:
+        if prefix:  # a nested name: errors point into its group
             for key, where in list(pos.items()):
                 if key[:len(here)] == here:
                     pos[("parameters", full) + key[len(here):]] = where

@@ -8,23 +8,19 @@ workers it is a TorchTrainer DDP job (ddp.py), each worker's calls wrapped the s
 
 raysweep adds to each report what its stages read: `epoch`, `status` and `best_<metric>`; it ends the
 function after the stage's epochs (or when the metric is not finite: diverged) and saves those
-fields beside each checkpoint (checkpoint.METRICS), so a resumed or PBT-cloned trial counts on.
+fields beside each checkpoint (train/checkpoint.py), so a resumed or PBT-cloned trial counts on.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 
 from ..train import Run
-from ..train.checkpoint import METRICS
+from ..train.checkpoint import read_metrics, write_metrics
 from ..train.tasks import load_task
-from . import storage
-from .resources import Plan
 
 TEST_KEY = "evaluate_test"  # in the config of the final stage's trial: report test_* metrics too
-_KEPT = ("epoch", "status", "diverged_reason", "metric_missing")
 
 
 def nested(config: dict, groups) -> dict:
@@ -52,7 +48,7 @@ class Reports:
         self.last: dict | None = None
         if restored is not None:
             with restored.as_directory() as directory:
-                saved = _read_json(os.path.join(directory, METRICS))
+                saved = read_metrics(directory)
             self.epoch = self.resumed_epoch = int(saved.get("epoch", 0))
             self.state["best"] = saved.get(f"best_{run.metric}")
 
@@ -96,19 +92,10 @@ class Reports:
         return {**{k: v for k, v in self.last.items() if k != "resumed_epoch"}, "status": "completed"}
 
 
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
-
-
 def _mark(checkpoint, metrics: dict) -> None:
     """Save the report beside the user's checkpoint files, before Tune or Train persists them."""
     if checkpoint is not None and os.path.isdir(checkpoint.path):
-        with open(os.path.join(checkpoint.path, METRICS), "w") as f:
-            json.dump(metrics, f, default=str)
+        write_metrics(checkpoint.path, metrics)
 
 
 @contextlib.contextmanager
@@ -123,26 +110,6 @@ def _train_calls_in_tune():
         yield
     finally:
         tune_fn_utils._in_tune_session = saved
-
-
-def load_function(ref: str, dirs) -> callable:
-    fn = load_task(ref, tuple(dirs))
-    if isinstance(fn, type) or not callable(fn):
-        raise TypeError(f"{ref} is not a training function")
-    return fn
-
-
-def run_function(config: dict, run: Run, p: Plan, report, restored, inner_storage: str, trial_id: str,
-                 experiment: str) -> None:
-    if p.workers > 1:
-        from .ddp import run_ddp
-
-        try:
-            run_ddp(config, run, p, report, inner_storage, trial_id, resume=restored, worker=worker_loop)
-        finally:  # Tune keeps its own copy of every checkpoint: drop Train's
-            storage.remove_tree(storage.join(inner_storage, trial_id))
-    else:
-        run_in_process(config, run, report, restored, experiment)
 
 
 def run_in_process(config: dict, run: Run, report, restored, experiment: str) -> None:
@@ -164,7 +131,7 @@ def run_in_process(config: dict, run: Run, report, restored, experiment: str) ->
 
     if reports.over():
         return
-    fn = load_function(run.task, run.task_dirs)
+    fn = load_task(run.task, tuple(run.task_dirs))
     set_train_fn_utils(TuneBridge(experiment_name=experiment))
     with _train_calls_in_tune():
         try:
@@ -214,7 +181,7 @@ def worker_loop(cfg: dict) -> None:
     Delegate.__abstractmethods__ = frozenset()
     set_train_fn_utils(Delegate())
     try:
-        load_function(cfg["run"]["task"], cfg["run"]["task_dirs"])(cfg["config"])
+        load_task(cfg["run"]["task"], tuple(cfg["run"]["task_dirs"]))(cfg["config"])
     except Finished:
         return
     status = inner.broadcast_from_rank_zero(reports.last["status"] if rank0 and reports.last else "running")

@@ -155,7 +155,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # the experiment's state reaches shared storage within seconds (Tune's default: 5 minutes),
                 # so a driver killed there loses no finished trial
                 sync_config=tune.SyncConfig(sync_period=5) if storage.is_uri(storage_path) else None,
-                stop=CombinedStopper(*stoppers) if stoppers else None,
+                stop=CombinedStopper(*stoppers),
                 callbacks=[JsonLoggerCallback(), *progress, *rules, *callbacks],  # result.json: the records' source
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),

@@ -94,21 +94,24 @@ def run_trial(config: dict, payload: dict) -> None:
 
     report = Watchdog(spec.stopping.trial_timeout_s, tune_report, run.metric) if spec.stopping.trial_timeout_s else tune_report
 
-    if payload.get("function"):
-        from .function import TEST_KEY, nested, run_function
+    function = payload.get("function")
+    if function:
+        from .function import TEST_KEY, nested, run_in_process, worker_loop
 
         if run.evaluate_test:
             full[TEST_KEY] = True
-        run_function(nested(full, spec.groups), run, p, report, restored, storage.join(payload["storage"], "ddp"), trial_id,
-                     tune.get_context().get_experiment_name())
-    elif p.workers > 1:
+        full = nested(full, spec.groups)
+    if p.workers > 1:
         from .ddp import run_ddp
 
         inner = storage.join(payload["storage"], "ddp")
         try:
-            run_ddp(full, run, p, lambda m, path: report(m, path), inner, trial_id, resume=restored, origin=trial_id)
+            run_ddp(full, run, p, report, inner, trial_id, resume=restored, origin=trial_id,
+                    worker=worker_loop if function else None)
         finally:  # Tune keeps its own copy of every checkpoint: drop Train's
             storage.remove_tree(storage.join(inner, trial_id))
+    elif function:
+        run_in_process(full, run, report, restored, tune.get_context().get_experiment_name())
     elif restored is not None:
         with restored.as_directory() as directory:
             train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)

@@ -35,9 +35,22 @@ def save(directory: str, metrics: dict | None = None, **state) -> str:
     torch.save({**state, "rng": rng_state()}, path + ".tmp")
     os.replace(path + ".tmp", path)  # never leave a half-written checkpoint behind
     if metrics is not None:
-        with open(os.path.join(directory, METRICS), "w") as f:
-            json.dump(metrics, f, default=str)
+        write_metrics(directory, metrics)
     return directory
+
+
+def write_metrics(directory: str, metrics: dict) -> None:
+    with open(os.path.join(directory, METRICS), "w") as f:
+        json.dump(metrics, f, default=str)
+
+
+def read_metrics(directory: str) -> dict:
+    """The metrics saved beside a checkpoint; {} if none (or unreadable)."""
+    try:
+        with open(os.path.join(directory, METRICS)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def load(directory: str) -> dict:

@@ -26,6 +26,7 @@ from .optim import build_optimizer, scaled_lr
 from .schedules import Schedule
 from .step import SYNC_EVERY, Step, all_reduce, distributed, micro_batches
 from .tasks import Task, get_task
+from .tasks.base import BATCH_QUALITIES
 
 Report = Callable[[dict, "str | None"], None]
 
@@ -112,7 +113,7 @@ def evaluate(model, task: Task, dataset, device, precision, rank: int = 0, world
     loss_sum, correct, count = all_reduce(sums).tolist()
     mean = loss_sum / max(count, 1)
     result = {"loss": mean}
-    if task.quality in ("accuracy", "perplexity"):
+    if task.quality in BATCH_QUALITIES:
         result[task.quality] = task.quality_value(mean, correct, count)
     if names:
         mine = (torch.cat(outputs).cpu(), torch.cat(targets).cpu()) if outputs else None

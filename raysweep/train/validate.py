@@ -12,7 +12,7 @@ from .tasks.base import MODES, SPLIT_METRICS
 
 
 def reported_metrics(task: Task) -> list[str]:
-    return ["val_loss", *[f"val_{n}" for n in dict.fromkeys((task.quality, *task.metrics))], "train_loss"]
+    return ["val_loss", *[f"val_{n}" for n in task.metric_names()], "train_loss"]
 
 
 def is_function_task(spec: Spec) -> bool:

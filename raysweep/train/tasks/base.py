@@ -19,17 +19,21 @@ class Splits:
     test: Dataset  # seen only by the final stage
 
 
+def one_logit(output: torch.Tensor) -> bool:
+    return output.ndim == 1 or output.shape[-1] == 1
+
+
 def _scores(output: torch.Tensor) -> torch.Tensor:
     """Class scores for ranking metrics: the positive class's probability for one logit or two, else
     each class's probability."""
-    if output.ndim == 1 or output.shape[-1] == 1:
+    if one_logit(output):
         return torch.sigmoid(output.reshape(-1))
     probs = torch.softmax(output, -1)
     return probs[:, 1] if output.shape[-1] == 2 else probs
 
 
 def _labels(output: torch.Tensor) -> torch.Tensor:
-    return (output.reshape(-1) > 0).long() if output.ndim == 1 or output.shape[-1] == 1 else output.argmax(-1)
+    return (output.reshape(-1) > 0).long() if one_logit(output) else output.argmax(-1)
 
 
 def _sk(name):
@@ -56,6 +60,7 @@ def _sk(name):
 # with scikit-learn's definitions; and the direction of each name raysweep knows.
 SPLIT_METRICS: dict[str, Callable] = {name: _sk(name) for name in ("r2", "mse", "rmse", "mae", "auc", "f1")}
 REGRESSION = ("r2", "mse", "rmse", "mae")
+BATCH_QUALITIES = ("accuracy", "perplexity")  # from the loss and correct counts summed over batches
 MODES = {"accuracy": "max", "perplexity": "min", "loss": "min", "r2": "max", "auc": "max", "f1": "max",
          "mse": "min", "rmse": "min", "mae": "min"}
 
@@ -84,7 +89,7 @@ class Task:
         output (a logit); else cross-entropy."""
         if self.quality in REGRESSION:
             return nn.functional.mse_loss(output.reshape(target.shape), target.float())
-        if output.ndim == 1 or output.shape[-1] == 1:
+        if one_logit(output):
             return nn.functional.binary_cross_entropy_with_logits(output.reshape(target.shape), target.float())
         return nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
@@ -97,9 +102,13 @@ class Task:
             return math.exp(min(mean_loss, 700.0))
         return correct / max(count, 1)
 
+    def metric_names(self) -> list[str]:
+        """What the task reports as val_<name> and test_<name>, besides the loss."""
+        return list(dict.fromkeys((self.quality, *self.metrics)))
+
     def split_metric_names(self) -> list[str]:
         """The names computed by `split_metrics` (over whole splits) rather than from batch sums."""
-        return [n for n in dict.fromkeys((self.quality, *self.metrics)) if n not in ("accuracy", "perplexity", "loss")]
+        return [n for n in self.metric_names() if n not in (*BATCH_QUALITIES, "loss")]
 
     def split_metrics(self, output: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
         """The one hook for metrics of your own: every name of `split_metric_names()`, computed from
