@@ -59,6 +59,13 @@ def route_ray_logs(path: str) -> str:
         logger.handlers[:] = [handler]
         logger.propagate = False
     logging.captureWarnings(True)
+    from ray._private import worker
+
+    # Ray's driver thread that relays cluster errors (a raylet's death with its last log lines, OOM
+    # kills) prints them to stdout even with log_to_driver=False; raysweep says what they cost in its
+    # own words (a trial lost its worker, retrying), so the raw text goes to the file with the rest
+    worker.print_to_stdstream = lambda data, ignore_prefix=False: logging.getLogger("ray").warning(
+        "(%s) %s", data.get("pid"), "\n".join(data.get("lines", ())))
     return path
 
 

@@ -30,3 +30,28 @@ def test_a_cluster_that_refuses_the_token_says_so(cluster, tmp_path):
                            "(RAY_AUTH_MODE=token); set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH")
     assert "InvalidAuthToken" not in out.stdout + out.stderr  # Ray's retries stay in its log file
     assert time.monotonic() - started < 60
+
+
+RELAY = """
+import sys, time, ray
+from raysweep.session import connect_ray, route_ray_logs
+log = route_ray_logs(sys.argv[1])
+connect_ray(sys.argv[2])
+ray._private.utils.publish_error_to_driver("raylet_died", "Raylet is terminated. [state-dump] test",
+                                           ray._private.worker.global_worker.gcs_client)
+deadline = time.monotonic() + 60
+while "Raylet is terminated" not in open(log).read() and time.monotonic() < deadline:
+    time.sleep(0.1)
+print("relayed")
+"""
+
+
+def test_cluster_errors_ray_relays_to_the_driver_go_to_its_log_file(cluster, tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "ray.log"
+    out = subprocess.run([sys.executable, "-c", RELAY, log, cluster.address], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**__import__("os").environ, **cluster.env()})
+    assert out.returncode == 0 and out.stdout.strip() == "relayed", out.stdout + out.stderr
+    assert "Raylet is terminated. [state-dump] test" in log.read_text()  # kept, in Ray's log file
