@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import _thread
+import re
 import signal
 import sys
 import threading
@@ -109,7 +110,7 @@ def train_command(file, overrides, seed, epochs, evaluate_test, out, address):
 
     def report(metrics, checkpoint_dir):
         shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
-                         if k in ("epoch", "train_loss", "val_loss", spec.metric.name, "lr", "epoch_seconds", "status")
+                         if k in ("epoch", "train_loss", "val_loss", spec.metric.name, "scheduled_lr", "epoch_seconds", "status")
                          or k.startswith("test_"))
         console.say(shown)
         if checkpoint_dir:
@@ -179,6 +180,50 @@ def run_command(file, overrides, until, fresh, address, runs_dir, tracking_uri, 
     if "final" in done:
         console.say(f"best config: {done['final'].best_config}")
     session.where()
+
+
+@cli.command("report")
+@click.argument("target")
+@click.option("--runs-dir", default="runs", show_default=True, help="Where the sweep's results (and sqlite MLflow) are.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: spec, MLFLOW_TRACKING_URI, sqlite under runs).")
+@click.option("--experiment", help="MLflow experiment (default: spec's tracking.experiment, else its name).")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the report (default: under RUNS_DIR/reports).")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html", show_default=True,
+              help="A self-contained HTML page, or markdown (also printed).")
+def report_command(target, runs_dir, tracking_uri, experiment, out, fmt):
+    """Analyse a finished sweep from MLflow: top configs, parameter importance, failures, convergence,
+    seed variance and what to try next. TARGET: the spec (its newest pipeline run) or an MLflow run id
+    (a pipeline's or a stage's). The report is also logged as artifacts of that run."""
+    import os
+
+    from .session import report
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if os.path.isfile(target):
+        spec = load_spec(target)
+        experiment = experiment or spec.tracking.experiment or spec.name
+        from .tracking import tracking_uri as default_uri
+
+        uri, run_id = tracking_uri or default_uri(spec, runs_dir), None
+    elif re.fullmatch(r"[0-9a-f]{32}", target):
+        uri, run_id = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+            f"sqlite:///{os.path.abspath(os.path.join(runs_dir, 'mlflow.db'))}", target
+    else:
+        _fail(f"{target}: neither a spec file nor an MLflow run id (32 hex digits)")
+    from mlflow.exceptions import MlflowException
+
+    from .tracking.read import NotFound
+
+    try:
+        path = report(uri, run_id=run_id, experiment=experiment, out=out, runs_dir=runs_dir, fmt=fmt)
+    except NotFound as e:
+        _fail(str(e))
+    except MlflowException as e:
+        _fail(f"MLflow at {uri}: {str(e).splitlines()[0][:300]}; check the server is up (or pass --tracking-uri)")
+    if fmt == "md":
+        with open(path) as f:
+            console.say(f.read())
+    console.say(f"report: {path}")
 
 
 @cli.command("sync")

@@ -118,6 +118,25 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
+def report(uri: str, run_id: str | None = None, experiment: str | None = None, out: str | None = None,
+           runs_dir: str = "runs", fmt: str = "html") -> str:
+    """The report of `run_id` (else the experiment's newest pipeline or stage run) from the MLflow at
+    `uri`, written to `out` and logged to the run; its path. NotFound for a store or run that is not there."""
+    from mlflow.tracking import MlflowClient
+
+    from .report import build
+    from .tracking.read import NotFound, latest_run
+
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        raise NotFound(f"no MLflow store at {uri}; run the sweep first, or pass --runs-dir / --tracking-uri")
+    Tracker.quiet_client()
+    client = MlflowClient(uri)
+    run_id = run_id or latest_run(client, experiment)
+    out = out or os.path.join(runs_dir, "reports", f"{experiment}-{run_id[:8]}" if experiment else run_id[:8])
+    files, _ = build(client, run_id, out, fmt)
+    return files[0]
+
+
 @dataclass
 class Session:
     runs_dir: str
@@ -196,7 +215,17 @@ class Session:
             status = "FINISHED"
         finally:
             self.tracker.end_pipeline(status)
+        if self.tracker.parent_run_id:
+            self._report(spec, self.tracker.parent_run_id, pipe.file("report"))
         return done
+
+    def _report(self, spec: Spec, run_id: str, out: str) -> None:
+        try:
+            console.say(f"report: {report(self.tracker.uri, run_id, out=out)}")
+        except Exception as e:  # noqa: BLE001 - the sweep is done and recorded; the report can be built later
+            log.info("report failed", exc_info=True)
+            console.note(f"the report was not built ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                         f"`raysweep report {spec.file or spec.name}` builds it from MLflow")
 
     def _pipe(self, spec: Spec, run_stage_fn=None):
         from .pipeline import Pipeline

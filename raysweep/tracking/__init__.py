@@ -34,11 +34,16 @@ class Tracker:
     policy: Policy = field(init=False)
     _index: RunIndex | None = field(default=None, init=False)
 
-    def __post_init__(self):
+    @staticmethod
+    def quiet_client() -> None:
         # MLflow's client retries a request for minutes by default, which would hold a stage end (or
         # the sweep's driver) on a dead server; the policy retries on its own terms instead
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    def __post_init__(self):
+        self.quiet_client()
         self.policy = Policy(self.uri)
         create_sqlite_whole(self.uri)
 

@@ -1,6 +1,7 @@
 """The live half of MLflow tracking, as a thin Tune callback: a run per trial under its stage's run,
-its params and tags when it starts, each report queued on the writer, its end. Nothing here may stop
-the sweep (policy.py); whatever did not get through is written by the end-of-stage reconcile."""
+made with its params and tags at its first report (or its error), each report queued on the writer,
+its end. Nothing here may stop the sweep (policy.py); whatever did not get through is written by the
+end-of-stage reconcile."""
 from __future__ import annotations
 
 import json
@@ -69,13 +70,10 @@ class MlflowCallback(Callback):
         else:
             params = self.params(trial)
             writer.params(run_id, params)
-            writer.tags(run_id, {TAG + "stage": self.stage, TAG + "trial_id": trial.trial_id,
+            writer.tags(run_id, {TAG + "kind": "trial", TAG + "stage": self.stage, TAG + "trial_id": trial.trial_id,
                                  TAG + "seed": params.get("seed", 0), TAG + "decision": "running"})
         self.runs[trial.trial_id] = run_id
         return run_id
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.live[2].once(self._run, trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.live[2].once(self._report, trial, result)
@@ -98,8 +96,10 @@ class MlflowCallback(Callback):
         self.live[2].once(self._end, trial, True)
 
     def _end(self, trial, errored: bool):
-        run_id, writer = self._run(trial), self.live[1]
         last = trial.last_result or {}
+        if trial.trial_id not in self.runs and not errored and "training_iteration" not in last:
+            return  # stopped before it reported: not a trial of the stage's records, so no run
+        run_id, writer = self._run(trial), self.live[1]
         tags = {TAG + "decision": decision(last, errored), **reason_tags(last)}
         if errored:
             tags[TAG + "error"] = error_line_of(trial)

@@ -61,7 +61,8 @@ def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str,
         if step not in logged:
             ts = int(row.get("timestamp", 0) * 1000) or now
             metrics += [Metric(k, float(v), ts, step) for k, v in numeric_metrics(row).items()]
-    end_tags.update({TAG + "stage": stage, TAG + "seed": record.config.get("seed", 0), TAG + "decision": record.status,
+    end_tags.update({TAG + "kind": "trial", TAG + "stage": stage, TAG + "seed": record.config.get("seed", 0),
+                     TAG + "decision": record.status,
                      **reason_tags(record.metrics)})
     if record.error:
         end_tags[TAG + "error"] = record.error

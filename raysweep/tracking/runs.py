@@ -2,6 +2,7 @@
 tags (a resumed sweep, or a driver elsewhere, finds the runs an earlier one created)."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 TAG = "raysweep."
@@ -53,6 +54,7 @@ class RunIndex:
     def __init__(self, client, experiment: str, artifact_root: str | None = None):
         self.client, self.experiment, self.artifact_root = client, experiment, artifact_root
         self._experiment_id: str | None = None
+        self._context: dict | None = None
 
     @property
     def experiment_id(self) -> str:
@@ -78,12 +80,23 @@ class RunIndex:
             return found[0].info.run_id, True
         return self.create(tags, name, parent), False
 
+    @property
+    def context(self) -> dict:
+        """mlflow.user, mlflow.source.* and the git commit, as MLflow's fluent API sets them."""
+        if self._context is None:
+            from mlflow.tracking.context.registry import resolve_tags
+
+            self._context = resolve_tags()
+        return self._context
+
     def create(self, tags: dict, name: str, parent: str | None = None) -> str:
-        all_tags = {**tags, "mlflow.runName": name, **({"mlflow.parentRunId": parent} if parent else {})}
+        all_tags = {**self.context, **tags, "mlflow.runName": name, **({"mlflow.parentRunId": parent} if parent else {})}
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
 
     def stage_run(self, stage: str, stage_key: str, parent: str | None) -> tuple[str, bool]:
-        run_id, existed = self.find_or_create({TAG + "stage": stage, TAG + "stage_key": stage_key}, stage, parent)
+        """`stage_key` (the stage's results folder) is kept as a digest: no path of the driver's machine in MLflow."""
+        key = hashlib.sha1(stage_key.encode()).hexdigest()[:16]
+        run_id, existed = self.find_or_create({TAG + "stage": stage, TAG + "stage_key": key}, stage, parent)
         if not existed:
             self.client.set_tag(run_id, TAG + "kind", "stage")
         return run_id, existed

@@ -4,6 +4,7 @@ curves; the pipeline run's per-stage bests, seed statistics, chosen config and t
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 
@@ -74,5 +75,12 @@ def log_outcome(index: RunIndex, parent: str, stage_run: str | None, metric: str
         client.set_tag(parent, TAG + "seeds_ranking_stable", str(outcome.stable))
     elif isinstance(outcome, FinalOutcome):
         client.log_artifact(parent, outcome.best_config)
-        client.log_batch(parent, metrics=_metrics(outcome.test),
+        client.log_batch(parent, metrics=_metrics({**outcome.test, f"best_{metric}": outcome.value}),
                          params=[Param(k, str(v)[:6000]) for k, v in outcome.config.items()])
+
+
+def log_report(client, run_id: str, files: list[str], folder: str = "report") -> None:
+    """The report's files as artifacts of the run it analyses (a remote server's store too)."""
+    for path in files:
+        client.log_artifact(run_id, path, folder)
+    client.set_tag(run_id, TAG + "report", f"{folder}/{os.path.basename(files[0])}" if files else "")

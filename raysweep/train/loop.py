@@ -222,7 +222,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         if diverged:
             # the sweep metric is in every report (Tune refuses a result without it): no value, NaN
             metrics = {"epoch": epoch + 1, "train_loss": math.nan, "val_loss": math.nan, run.metric: math.nan,
-                       "lr": schedule.lr, "status": "diverged", "diverged_reason": diverged}
+                       "scheduled_lr": schedule.lr, "status": "diverged", "diverged_reason": diverged}
             report(metrics, None)
             return Result("diverged", diverged, epoch + 1, metrics)
 
@@ -232,7 +232,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         seconds = time.perf_counter() - started
         val = evaluate(model, task, splits.val, device, precision, rank, world)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
-                   **{f"val_{k}": v for k, v in val.items() if k != "loss"}, "lr": schedule.lr,
+                   **{f"val_{k}": v for k, v in val.items() if k != "loss"}, "scheduled_lr": schedule.lr,
                    "grad_norm": norm_sum / max(steps, 1),
                    "epoch_seconds": seconds, "samples_per_s": samples_per_epoch / max(seconds, 1e-9)}
         value = metrics[run.metric]

@@ -175,3 +175,27 @@ def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_
             assert "Default" in {e.name for e in MlflowClient(uri).search_experiments()}
         assert Tracker(uri, "t").index.experiment_id  # and a later run makes or opens it
     print(f"\nstore killed at 5 moments while being made: {sum(states)} whole, {len(states) - sum(states)} not yet there")
+
+
+def test_a_trial_stopped_before_it_reported_gets_no_run_and_a_trial_that_reported_reads_well(tmp_path):
+    tracker, _, quiet = live(tmp_path, "t0")
+    callback = tracker.callback(SPEC, "coarse", str(tmp_path / "stage"))  # keyed by the stage's folder
+    callback.setup()
+    callback.on_trial_start(0, [], quiet)
+    callback.on_trial_complete(0, [], quiet)  # a stage-wide stop before its first report
+    trial = Trial("run_trial", config={"lr": 0.01}, trial_id="t1", stub=True)
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {**result("t1", 1, 0.5), "scheduled_lr": 0.005})
+    callback.on_trial_complete(0, [], trial)
+    callback.on_experiment_end([])
+    client = MlflowClient(tracker.uri)
+    experiment = client.get_experiment_by_name("t").experiment_id
+    runs = {r.data.tags.get("raysweep.trial_id"): r for r in client.search_runs([experiment])
+            if r.data.tags.get("raysweep.stage_key") != "k"}
+    assert set(runs) == {"t1", None}  # the trial and its stage's run; none for t0
+    run, stage_run = runs["t1"], runs[None]
+    assert run.data.tags["raysweep.kind"] == "trial" and stage_run.data.tags["raysweep.kind"] == "stage"
+    assert run.data.params["lr"] == "0.01" and run.data.metrics["scheduled_lr"] == 0.005  # no metric named lr
+    for r in (run, stage_run):  # as MLflow's own client tags a run, and no path of this machine in raysweep's
+        assert r.data.tags["mlflow.user"] and r.data.tags["mlflow.source.name"] and r.data.tags["mlflow.source.type"]
+        assert not [v for k, v in r.data.tags.items() if k.startswith("raysweep.") and str(tmp_path) in v]

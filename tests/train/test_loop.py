@@ -152,7 +152,7 @@ def test_resume_under_new_hyperparameters_applies_them(tmp_path):
     _, reports, kept = run(donor, Run(task="digits_mlp", epochs=3), keep={1: tmp_path / "e1"}, origin="trial_a")
     mutated = {**donor, "lr": 4e-3, "weight_decay": 0.01}
     _, resumed, _ = run(mutated, Run(task="digits_mlp", epochs=3), resume_from=str(kept[1]), origin="trial_b")
-    assert resumed[0]["lr"] == pytest.approx(4 * reports[1]["lr"])  # same point on the cosine, 4x the base
+    assert resumed[0]["scheduled_lr"] == pytest.approx(4 * reports[1]["scheduled_lr"])  # same point on the cosine, 4x the base
     assert resumed[0]["resumed_from"] == "trial_a" and "resumed_from" not in resumed[1]
     assert ckpt.load(kept[1])["origin"] == "trial_a"
     _, own, _ = run(donor, Run(task="digits_mlp", epochs=3), resume_from=str(kept[1]), origin="trial_a")

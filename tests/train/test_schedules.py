@@ -86,4 +86,4 @@ def test_the_trainer_reports_the_scheduled_lr():
     reports = []
     train({"optimizer": "sgd", "lr": 0.2, "schedule": "step", "step_size": 1, "gamma": 0.5, "batch_size": 256},
           Run(task="digits_mlp", epochs=3), lambda m, c: reports.append(m))
-    assert [r["lr"] for r in reports] == pytest.approx([0.1, 0.05, 0.025])
+    assert [r["scheduled_lr"] for r in reports] == pytest.approx([0.1, 0.05, 0.025])
