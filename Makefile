@@ -18,7 +18,7 @@ BIN   := $(VENV)/bin
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install test lint sync sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
+.PHONY: install browser test lint sync sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
         cluster-local cluster-fake cluster-local-down sweep-cluster-local \
         cluster-up cluster-credentials cluster-down cluster-attach cluster-dashboard sweep-cluster
 
@@ -32,9 +32,18 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # Lint first (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade; see pyproject.toml), then the suite.
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The report's and the MLflow UI's browser tests drive the system's Chromium (browsers cannot be
+# downloaded here): Debian's package, installed when missing and apt-get can (as root).
+CHROMIUM ?= /usr/bin/chromium
+APT      := DEBIAN_FRONTEND=noninteractive apt-get
+browser:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	  { $(APT) install -y -q chromium >/dev/null 2>&1 || { $(APT) update -q && $(APT) install -y -q chromium; } >/dev/null; }; } || \
+	  echo "no Chromium at $(CHROMIUM): the browser tests will be skipped (install Debian's chromium)"
 
 lint: install
 	$(BIN)/ruff check .
@@ -65,8 +74,13 @@ stage: install
 sync: install
 	$(BIN)/raysweep sync $(SPEC) $(ARGS)
 
+MLFLOW_DB   ?= $(CURDIR)/runs/mlflow.db
+MLFLOW_PORT ?= 5000
+# MLflow 3 opens an experiment in its GenAI view until you pick "Model training" (top left) once; the
+# "its runs" link raysweep prints at the end of a command opens the runs directly.
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/runs/mlflow.db --host 127.0.0.1 --port 5000
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)  (runs: pick 'Model training' at the top left, or open the link raysweep printed)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DB) --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 validate: install
 	$(BIN)/raysweep validate search_spaces/*.yaml

@@ -132,9 +132,18 @@ def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_exp
             steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy"))
             extra_steps += steps != list(range(1, epochs.get(r.data.tags["raysweep.trial_id"], 0) + 1))
     counts = {stage: len(results.get(f"{name}-{stage}", [])) for stage in trials_expected}
+    by_parent: dict = {}
+    for r in all_runs:
+        by_parent.setdefault(r.data.tags.get("mlflow.parentRunId"), []).append(r)
+    stage_runs = [r for r in all_runs if r.data.tags.get("raysweep.kind") == "stage"]
+    counts_off = [r.info.run_name for r in stage_runs if "raysweep.best_trial" in r.data.tags and
+                  sum(v for k, v in r.data.metrics.items() if k.startswith("trials_")) != len(by_parent.get(r.info.run_id, []))]
     return {"interruptions": len(chaos.signals), "signals": chaos.signals, "finished_trials_lost": lost,
             "stages_with_wrong_trial_count": {s: n for s, n in counts.items() if n != trials_expected[s]},
             "finished_trials_rerun": rerun, "progress_went_back": back, "mlflow_trials_twice": twice,
             "mlflow_trials_missing": missing, "mlflow_runs_with_wrong_steps": extra_steps,
+            "mlflow_stage_counts_not_children": counts_off,
+            "mlflow_runs_without_metrics": sum(not r.data.metrics for r in all_runs if "raysweep.trial_id" in r.data.tags),
+            "mlflow_runs_without_kind": sum("raysweep.kind" not in r.data.tags for r in all_runs),
             "stages_done": final.done_stages, "all_stages_done": final.done_stages == stages_expected,
             "wall_s": round(sum(chaos.seconds), 1), "drivers_s": [round(s, 1) for s in chaos.seconds]}

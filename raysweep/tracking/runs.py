@@ -65,7 +65,8 @@ class RunIndex:
             else:
                 root = self.artifact_root
                 location = root if not root or "://" in root else "file://" + os.path.abspath(root)
-                # MLflow 3's UI opens an experiment of this kind on its runs, not on the GenAI traces page
+                # the kind MLflow's UI files an experiment under when its GenAI/model-training selector is
+                # off; with it on (3.17), the view comes from the URL (runs_page) or the user's last choice
                 self._experiment_id = self.client.create_experiment(self.experiment, artifact_location=location,
                                                                     tags={KIND_TAG: "custom_model_development"})
         return self._experiment_id

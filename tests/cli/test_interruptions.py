@@ -24,6 +24,10 @@ def test_five_random_interruptions_lose_nothing_and_repeat_nothing(tmp_path):
     assert figures["interruptions"] == 5 and set(figures["signals"]) == {"SIGINT", "SIGKILL"}, chaos.output[-3000:]
     assert figures["all_stages_done"] and not figures["stages_with_wrong_trial_count"], figures
     for key in ("finished_trials_lost", "finished_trials_rerun", "progress_went_back", "mlflow_trials_twice",
-                "mlflow_trials_missing", "mlflow_runs_with_wrong_steps"):
+                "mlflow_trials_missing", "mlflow_runs_with_wrong_steps", "mlflow_runs_without_metrics",
+                "mlflow_runs_without_kind"):
         assert figures[key] == 0, (key, figures)
+    assert figures["mlflow_stage_counts_not_children"] == [], figures  # every stage's counts add up to its trials
+    report = tmp_path / "pipelines" / NAME / "report" / "report.html"
+    assert report.exists() and f"report: {report}" in chaos.output  # built at the end of the run
     assert sum(len(ids) for s in chaos.snapshots for ids in s.finished.values()) > 0  # kills landed mid-stage
