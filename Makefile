@@ -18,7 +18,7 @@ BIN   := $(VENV)/bin
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install browser test lint sync sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
+.PHONY: install browser test lint sync report sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
         cluster-local cluster-fake cluster-local-down sweep-cluster-local \
         cluster-up cluster-credentials cluster-down cluster-attach cluster-dashboard sweep-cluster
 
@@ -73,6 +73,9 @@ stage: install
 # Write to MLflow what a sweep could not (MLflow was down at a stage's end).
 sync: install
 	$(BIN)/raysweep sync $(SPEC) $(ARGS)
+
+report: install
+	$(BIN)/raysweep report $(SPEC) $(ARGS)
 
 MLFLOW_DB   ?= $(CURDIR)/runs/mlflow.db
 MLFLOW_PORT ?= 5000

@@ -57,8 +57,8 @@ def sections(a: Analysis, figures: dict[str, str]) -> list[tuple[str, list]]:
         imp = (["parameter", "importance", "± std"], [[i.param, f"{i.mean:.3f}", f"{i.std:.3f}"] for i in a.importance])
         out.append(("Parameter importance", [
             f"fANOVA (Optuna's FanovaImportanceEvaluator; Hutter, Hoos and Leyton-Brown, ICML 2014) of `{metric}` "
-            f"over the {len([t for t in a.top(10**6)])} searched trials with a value, averaged over 8 bootstrap "
-            "resamples of the trials (± their std). Parameters only some trials have (conditional ones) are left out.",
+            f"over the {len(a.top(10**6))} searched trials with a value: the mean over 8 random forests of different "
+            "seeds, ± their std. Parameters only some trials have (conditional ones) are left out.",
             imp]))
     else:
         out.append(("Parameter importance", ["Too few finished trials (or no varied parameter) to estimate it."]))

@@ -46,7 +46,7 @@ def crafted(config):
 HEAD = "metric: {name: val_loss, mode: min}\nresources: {cpus_per_worker: 0.25}\n"
 ONE_KNOB = HEAD + """name: one_knob
 task: crafted:one_knob
-search: {method: random, num_samples: 24, seed: 0, max_concurrent: 4}
+search: {method: random, num_samples: 20, seed: 0, max_concurrent: 4}
 stopping: {max_epochs: 3}
 parameters:
   lr: {distribution: loguniform, min: 1e-4, max: 1.0}
@@ -106,16 +106,16 @@ def test_importance_finds_the_one_parameter_that_matters_from_a_real_server_and_
     server.start()
     try:
         _, result, run_id = sweep(tmp_path, ONE_KNOB, tracking_uri=server.uri)
-        assert len(result.trials) == 24
+        assert len(result.trials) == 20
         out = run_cli("report", run_id, "--tracking-uri", server.uri, "--format", "md", "--out", tmp_path / "md",
                       timeout=120)
         assert out.returncode == 0, out.stderr
         section = out.stdout.split("## Parameter importance")[1].split("##")[0]
         rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")][2:]
         ranked = {name: (float(mean), float(std)) for name, mean, std in rows}
-        assert list(ranked)[0] == "lr" and set(ranked) == {"lr", "width", "kind"}
+        assert list(ranked)[0] == "lr" and set(ranked) == {"lr", "width", "kind"}, ranked
         lr, rest = ranked.pop("lr"), max(m + s for m, s in ranked.values())
-        assert lr[0] > 0.5 and lr[0] - lr[1] > rest  # ahead of the decoys beyond its uncertainty
+        assert lr[0] > 0.5 and lr[0] - lr[1] > rest, (lr, ranked)  # ahead of the decoys beyond its uncertainty
 
         client = MlflowClient(server.uri)
         files, analysis = build(client, run_id, str(tmp_path / "html"))
