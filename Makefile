@@ -18,7 +18,7 @@ BIN   := $(VENV)/bin
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: install browser test lint sync report sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
+.PHONY: install browser test lint sync report bench bench-quick sweep lr-test coarse fine seeds stage validate show mlflow-ui clean \
         cluster-local cluster-fake cluster-local-down sweep-cluster-local \
         cluster-up cluster-credentials cluster-down cluster-attach cluster-dashboard sweep-cluster
 
@@ -76,6 +76,14 @@ sync: install
 
 report: install
 	$(BIN)/raysweep report $(SPEC) $(ARGS)
+
+# Benchmarks as ratios measured side by side in one run, each with its goal: bench/results/bench.{json,md}
+# (bench-quick: the same at small scale, bench_quick.{json,md}).
+bench: install
+	$(BIN)/python bench/suite.py $(ARGS)
+
+bench-quick: install
+	$(BIN)/python bench/suite.py --quick $(ARGS)
 
 MLFLOW_DB   ?= $(CURDIR)/runs/mlflow.db
 MLFLOW_PORT ?= 5000

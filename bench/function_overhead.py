@@ -15,9 +15,7 @@ import dataclasses
 import json
 import os
 import platform
-import secrets
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,11 +28,9 @@ def main():
     parser.add_argument("--epochs", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--torchtrainer", type=int, default=4, help="trials of the 1-worker TorchTrainer option")
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="raysweep-bench-")
-    with open(os.path.join(tmp, "token"), "w") as f:
-        f.write(secrets.token_hex(32))
-    os.environ["RAY_AUTH_TOKEN_PATH"] = os.path.join(tmp, "token")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    from common import scratch
+
+    tmp = scratch()
 
     import ray
     from ray import tune

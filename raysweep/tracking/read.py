@@ -69,12 +69,17 @@ def _children(client, experiment_id: str, parent: str) -> list:
                               order_by=["attributes.start_time ASC"])
 
 
-def _curve(client, run_id: str, metric: str, epochs: int) -> list[float]:
-    values = [math.nan] * epochs
-    for m in client.get_metric_history(run_id, metric):
-        if 1 <= m.step <= epochs:
-            values[m.step - 1] = m.value
-    return values
+def _curves(client, run_id: str, metrics, epochs: int) -> dict[str, list[float]]:
+    """The metrics the trial reported, each by epoch (NaN where a step is missing)."""
+    out = {}
+    for metric in metrics:
+        history = client.get_metric_history(run_id, metric)
+        if history:
+            out[metric] = [math.nan] * epochs
+            for m in history:
+                if 1 <= m.step <= epochs:
+                    out[metric][m.step - 1] = m.value
+    return out
 
 
 def _stage(client, experiment_id: str, run) -> StageView | None:
@@ -87,7 +92,7 @@ def _stage(client, experiment_id: str, run) -> StageView | None:
     for t in results["trials"]:
         r = runs.get(t["trial_id"])
         epochs = max(int(t.get("epochs") or 0), 0)
-        curves = {m: _curve(client, r.info.run_id, m, epochs) for m in {results["metric"], *CURVES}} if r else {}
+        curves = _curves(client, r.info.run_id, {results["metric"], *CURVES}, epochs) if r else {}
         trials.append(TrialView(results["stage"], t["trial_id"], r.info.run_id if r else None, t["config"], t["status"],
                                 t["value"], epochs, order.get(t["trial_id"], len(order)), curves))
     trials.sort(key=lambda t: t.order)

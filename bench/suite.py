@@ -1,0 +1,225 @@
+"""`make bench` / `make bench-quick`: each benchmark measured side by side in one run, as a ratio with
+its goal, written to bench/results/bench[_quick].json and .md (no absolute-time claim anywhere).
+
+  .venv/bin/python bench/suite.py [--quick] [--only B1,B4]
+
+B1  raysweep's 1-worker trial vs bare Ray Tune running the same trivial body (a user's Ray Train
+    function that only reports), at 10 and 100 reports per trial
+B2  MLflow tracking on vs off (raysweep's own Task loop on a task that costs nothing to train)
+B3  ASHA vs random search at full budget: epochs spent until the best of the random trials is reached
+B4  TPE (raysweep's HyperOpt searcher) vs random search: trials to reach random-200's best, offline
+B5-B7 are not built yet: their rows say so."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+GOALS = {"B1": ("<=", 1.10), "B2": ("<=", 1.05), "B3": (">=", 5.0), "B4": ("<=", 0.5), "B5": (">", 0.0),
+         "B6": ("<=", 1.15), "B7": (">=", 0.85)}
+WHAT = {"B1": "per-trial time, raysweep / bare Tune (1-worker function trials; ratio at 100 reports)",
+        "B2": "sweep time, MLflow on / off",
+        "B3": "epochs of random search at full budget / epochs ASHA needs to reach its best",
+        "B4": "trials TPE needs to reach random-200's best / 200 (median over seeds)",
+        "B5": "the pipeline vs one-stage random search at the same epoch budget (mean test metric)",
+        "B6": "per-epoch time, 2-worker DDP trial / plain torchrun",
+        "B7": "CPU-seconds in training steps / (wall time x cores) during a sweep"}
+
+
+def row(key, ratio, **detail) -> dict:
+    op, goal = GOALS[key]
+    ok = None if ratio is None else (ratio <= goal if op == "<=" else ratio >= goal if op == ">=" else ratio > goal)
+    return {"what": WHAT[key], "ratio": None if ratio is None else round(ratio, 3), "goal": f"{op} {goal}",
+            "pass": ok, **detail}
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def located(data: dict):
+    from raysweep.spec import Spec
+
+    return Spec.model_validate(data).located(os.path.join(HERE, "bench.yaml"), {})  # bench's task modules
+
+
+# -- B1, B2: overhead ------------------------------------------------------------------------------
+def overhead(tmp: str, quick: bool) -> dict:
+    from ray import tune
+
+    from raysweep.session import Session
+    from raysweep.sweep import run_stage
+    from raysweep.tracking import Tracker
+
+    def bare_fn(config):  # fn_task.train_fn's body through tune.report (defined here: shipped by value)
+        for i in range(config["epochs"]):
+            tune.report({"val_loss": 1.0 / (i + 1 + config["x"])})
+
+    def bare(trials, epochs, name):
+        tune.Tuner(tune.with_resources(bare_fn, {"cpu": 0.25}), param_space={"x": tune.uniform(0, 1), "epochs": epochs},
+                   tune_config=tune.TuneConfig(num_samples=trials, reuse_actors=True, metric="val_loss", mode="min"),
+                   run_config=tune.RunConfig(storage_path=tmp, name=name, verbose=0)).fit()
+
+    def fn_spec(trials, epochs):
+        return located({"name": "fnbench", "task": "fn_task:train_fn", "metric": {"name": "val_loss", "mode": "min"},
+                        "search": {"method": "random", "num_samples": trials}, "stopping": {"max_epochs": epochs},
+                        "resources": {"cpus_per_worker": 0.25}, "fixed": {"epochs": epochs},
+                        "parameters": {"x": {"distribution": "uniform", "min": 0, "max": 1}}})
+
+    def task_spec(trials, epochs):
+        return located({"name": "tinybench", "task": "tiny_task:Tiny", "metric": {"name": "val_loss", "mode": "min"},
+                        "search": {"method": "random", "num_samples": trials}, "stopping": {"max_epochs": epochs},
+                        "resources": {"cpus_per_worker": 0.25}, "fixed": {"batch_size": 32},
+                        "parameters": {"lr": {"distribution": "loguniform", "min": 1e-3, "max": 1e-1}}})
+
+    trials = 12 if quick else 40
+    bare(4, 2, "warm-bare")
+    run_stage(fn_spec(4, 2), "warm", os.path.join(tmp, "ray"), quiet=True)
+    b1 = {}
+    for epochs in (10, 100):
+        a = timed(lambda e=epochs: bare(trials, e, f"bare{e}"))
+        b = timed(lambda e=epochs: run_stage(fn_spec(trials, e), f"fn{e}", os.path.join(tmp, "ray"), quiet=True))
+        b1[epochs] = {"bare_ms_per_trial": round(1000 * a / trials), "raysweep_ms_per_trial": round(1000 * b / trials),
+                      "ratio": round(b / a, 3)}
+    t2, e2 = (20, 20) if quick else (100, 100)
+    off = timed(lambda: run_stage(task_spec(t2, e2), "off", os.path.join(tmp, "ray"), quiet=True))
+    session = Session(tmp, Tracker(f"sqlite:///{tmp}/mlflow.db", "bench"))
+    on = timed(lambda: session.stage(task_spec(t2, e2), "on", quiet=True))
+    return {"B1": row("B1", b1[100]["ratio"], at_10_reports=b1[10], at_100_reports=b1[100], trials=trials,
+                      passes_both=b1[10]["ratio"] <= 1.10 and b1[100]["ratio"] <= 1.10),
+            "B2": row("B2", on / off, trials=t2, reports=e2, off_s=round(off, 1), on_s=round(on, 1))}
+
+
+# -- B3: ASHA vs random at full budget -------------------------------------------------------------
+def asha(tmp: str, quick: bool) -> dict:
+    from raysweep.sweep import run_stage
+    from raysweep.sweep.progress import result_log
+
+    trials, epochs = (20, 9) if quick else (50, 27)
+    base = {"name": "curves", "task": "curve_task:curve", "metric": {"name": "val_loss", "mode": "min"},
+            "search": {"method": "random", "num_samples": trials, "seed": 0}, "stopping": {"max_epochs": epochs},
+            "resources": {"cpus_per_worker": 0.25},
+            "parameters": {"lr": {"distribution": "loguniform", "min": 1e-4, "max": 1.0},
+                           "width": {"distribution": "uniform", "min": 0.0, "max": 1.0}}}
+    full = run_stage(located(base), "random", os.path.join(tmp, "ray"), quiet=True)
+    best = min(t.value for t in full.trials)
+    spent_random = sum(t.epochs for t in full.trials)
+    stopped = run_stage(located({**base, "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 3}}),
+                        "asha", os.path.join(tmp, "ray"), quiet=True)
+    reports = sorted((r["timestamp"], r["time_total_s"], r["val_loss"]) for t in stopped.trials for r in result_log(t.path))
+    reached = [i for i, (_, _, v) in enumerate(reports) if v <= best + 1e-12]
+    spent_asha = reached[0] + 1 if reached else len(reports)
+    return {"B3": row("B3", spent_random / spent_asha if reached else None, trials=trials, max_epochs=epochs,
+                      random_epochs=spent_random, asha_epochs_to_best=spent_asha if reached else None,
+                      asha_epochs_total=len(reports), asha_reached_best=bool(reached))}
+
+
+# -- B4: TPE vs random, offline --------------------------------------------------------------------
+def objective(c: dict) -> float:
+    """A synthetic validation loss shaped as tuning finds them: a log-lr valley, weaker log-wd and dropout
+    effects, an optimizer offset and a batch-size interaction with lr."""
+    lr, wd = math.log10(c["lr"]), math.log10(c["weight_decay"])
+    batch = math.log2(c["batch_size"] / 64)
+    return ((lr + 2.5 - 0.3 * batch) ** 2 + 0.15 * (wd + 4) ** 2 + 2 * (c["dropout"] - 0.2) ** 2
+            + {"sgd": 0.3, "adam": 0.0, "adamw": -0.05}[c["optimizer"]])
+
+
+def searcher_trials(method: str, seed: int, budget: int, target: float | None = None):
+    from raysweep.spec import Space
+    from raysweep.sweep.searchers import build_searcher, from_hyperopt
+
+    spec = located({"name": "tpe", "task": "fn_task:train_fn", "metric": {"name": "loss", "mode": "min"},
+                    "search": {"method": method, "num_samples": budget, "seed": seed},
+                    "parameters": {"lr": {"distribution": "loguniform", "min": 1e-5, "max": 1.0},
+                                   "weight_decay": {"distribution": "loguniform", "min": 1e-7, "max": 1e-1},
+                                   "dropout": {"distribution": "uniform", "min": 0.0, "max": 0.6},
+                                   "batch_size": {"values": [16, 32, 64, 128, 256]},
+                                   "optimizer": {"values": ["sgd", "adam", "adamw"]}}})
+    space = Space(spec)
+    searcher = build_searcher(spec, space, budget)
+    values = []
+    for i in range(budget):
+        config = searcher.suggest(f"t{i}")
+        if not isinstance(config, dict):
+            break
+        config = from_hyperopt(space, config) if method == "hyperopt" else config
+        v = objective(config)
+        searcher.on_trial_complete(f"t{i}", {"loss": v})
+        values.append(v)
+        if target is not None and v <= target:
+            return i + 1
+    return values if target is None else None
+
+
+def tpe(tmp: str, quick: bool) -> dict:
+    seeds, budget = (5 if quick else 10), (100 if quick else 200)
+    needed, random_best_at = [], []
+    for seed in range(seeds):
+        values = searcher_trials("random", seed, budget)
+        target = min(values)
+        random_best_at.append(values.index(target) + 1)
+        n = searcher_trials("hyperopt", seed, budget, target)
+        needed.append(n if n is not None else 2 * budget)  # never reached: counted as twice the budget
+    median = statistics.median(needed)
+    return {"B4": row("B4", median / budget, seeds=seeds, budget=budget, tpe_trials_to_reach=needed,
+                      random_best_found_at=random_best_at)}
+
+
+NOT_BUILT = {k: row(k, None, note="not built yet") for k in ("B5", "B6", "B7")}
+BENCHES = {"B1": overhead, "B2": overhead, "B3": asha, "B4": tpe}
+
+
+def markdown(results: dict, header: str) -> str:
+    lines = [header, "", "| id | what | ratio | goal | result |", "|---|---|---|---|---|"]
+    for key, r in sorted(results.items()):
+        verdict = "—" if r["pass"] is None else "PASS" if r["pass"] else "MISS"
+        lines.append(f"| {key} | {r['what']} | {r['ratio'] if r['ratio'] is not None else r.get('note', '—')} "
+                     f"| {r['goal']} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="everything at small scale (minutes)")
+    parser.add_argument("--only", default="", help="comma-separated ids, e.g. B1,B4")
+    args = parser.parse_args()
+    from common import scratch
+
+    tmp = scratch()
+    wanted = [k for k in (args.only.split(",") if args.only else BENCHES) if k in BENCHES]
+    if {"B1", "B2", "B3"} & set(wanted):
+        from raysweep.session import connect_ray
+
+        connect_ray(None)
+    results = dict(NOT_BUILT)
+    for fn in dict.fromkeys(BENCHES[k] for k in wanted):
+        started = time.perf_counter()
+        found = fn(tmp, args.quick)
+        for key, r in found.items():
+            r["bench_s"] = round(time.perf_counter() - started, 1)
+            print(f"{key}: ratio {r['ratio']} (goal {r['goal']}): {'PASS' if r['pass'] else 'MISS'}", flush=True)
+        results.update(found)
+    name = "bench_quick" if args.quick else "bench"
+    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}"
+    command = "python bench/suite.py " + " ".join(sys.argv[1:])
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", f"{name}.json"), "w") as f:
+        json.dump({"machine": machine, "command": command, "date": time.strftime("%Y-%m-%d"), **results}, f, indent=1)
+    table = markdown(results, f"# {command}  ({machine}, {time.strftime('%Y-%m-%d')})")
+    with open(os.path.join(HERE, "results", f"{name}.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
