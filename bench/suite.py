@@ -8,7 +8,9 @@ B1  raysweep's 1-worker trial vs bare Ray Tune running the same trivial body (a 
 B2  MLflow tracking on vs off (raysweep's own Task loop on a task that costs nothing to train)
 B3  ASHA vs random search at full budget: epochs spent until the best of the random trials is reached
 B4  TPE (raysweep's HyperOpt searcher) vs random search: trials to reach random-200's best, offline
-B5-B7 are not built yet: their rows say so."""
+B6  a 2-worker DDP trial (Ray Train, gloo) vs the same model and batch under plain torchrun: per epoch
+B7  CPU-seconds in training steps / (sweep wall time x cores) during a digits sweep
+B5 is not built yet: its row says so."""
 from __future__ import annotations
 
 import argparse
@@ -175,8 +177,63 @@ def tpe(tmp: str, quick: bool) -> dict:
                       random_best_found_at=random_best_at)}
 
 
-NOT_BUILT = {k: row(k, None, note="not built yet") for k in ("B5", "B6", "B7")}
-BENCHES = {"B1": overhead, "B2": overhead, "B3": asha, "B4": tpe}
+# -- B6: a 2-worker DDP trial vs plain torchrun ---------------------------------------------------
+DDP_CONFIG = {"optimizer": "adamw", "lr": 1e-3, "batch_size": 16, "hidden": 1024, "layers": 3, "dropout": 0.0}
+
+
+def ddp(tmp: str, quick: bool) -> dict:
+    import subprocess
+
+    from raysweep.sweep import run_stage
+    from raysweep.sweep.progress import result_log
+
+    epochs = 4 if quick else 8
+    out = os.path.join(tmp, "plain.json")
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", os.path.join(HERE, "plain_ddp.py"),
+                    json.dumps(DDP_CONFIG), str(epochs), out], check=True, cwd=os.path.dirname(HERE),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plain_total = time.perf_counter() - started
+    with open(out) as f:
+        plain = json.load(f)["epoch_seconds"][1:]  # the first epoch apart: start-up
+    spec = located({"name": "ddpbench", "task": "digits_mlp", "metric": {"name": "val_loss", "mode": "min"},
+                    "search": {"method": "grid"}, "stopping": {"max_epochs": epochs},
+                    "fixed": {**DDP_CONFIG, "schedule": "constant", "checkpoint_every": epochs},
+                    "parameters": {"seed": {"values": [0]}},
+                    "resources": {"workers_per_trial": 2, "cpus_per_worker": 0.75, "cpus_per_trial": 0.25}})
+    started = time.perf_counter()
+    [trial] = run_stage(spec, "ddp", os.path.join(tmp, "ray"), quiet=True).trials
+    ray_total = time.perf_counter() - started
+    stamps = [r["time_total_s"] for r in result_log(trial.path)]
+    per_epoch = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]  # report to report, start-up apart
+    ratio = statistics.median(per_epoch) / statistics.median(plain)
+    steps = statistics.median(r["epoch_seconds"] for r in result_log(trial.path))
+    return {"B6": row("B6", ratio, epochs=epochs, config=DDP_CONFIG, raysweep_epoch_s=round(statistics.median(per_epoch), 3),
+                      plain_epoch_s=round(statistics.median(plain), 3), raysweep_train_steps_s=round(steps, 3),
+                      raysweep_startup_s=round(ray_total - sum(per_epoch), 1),
+                      plain_startup_s=round(plain_total - sum(plain), 1))}
+
+
+# -- B7: the share of the machine's CPU time spent in training steps during a sweep -----------------
+def utilisation(tmp: str, quick: bool) -> dict:
+    from raysweep.spec import load_spec
+    from raysweep.sweep import run_stage
+    from raysweep.sweep.progress import result_log
+
+    trials, epochs = (6, 3) if quick else (16, 6)
+    spec = load_spec(os.path.join(os.path.dirname(HERE), "search_spaces/digits_mlp.yaml"),
+                     [f"search.num_samples={trials}", f"stopping.max_epochs={epochs}", "scheduler={type: fifo}",
+                      "search.method=random", "resources.cpus_per_worker=0.5"])
+    started = time.perf_counter()
+    result = run_stage(spec, "util", os.path.join(tmp, "ray"), quiet=True)
+    wall = time.perf_counter() - started
+    cpu = sum(r.get("train_cpu_seconds", 0.0) for t in result.trials for r in result_log(t.path))
+    return {"B7": row("B7", cpu / (wall * os.cpu_count()), trials=trials, epochs=epochs, wall_s=round(wall, 1),
+                      train_cpu_s=round(cpu, 1), cores=os.cpu_count())}
+
+
+NOT_BUILT = {"B5": row("B5", None, note="not built yet")}
+BENCHES = {"B1": overhead, "B2": overhead, "B3": asha, "B4": tpe, "B6": ddp, "B7": utilisation}
 
 
 def markdown(results: dict, header: str) -> str:
@@ -197,7 +254,7 @@ def main() -> None:
 
     tmp = scratch()
     wanted = [k for k in (args.only.split(",") if args.only else BENCHES) if k in BENCHES]
-    if {"B1", "B2", "B3"} & set(wanted):
+    if {"B1", "B2", "B3", "B6", "B7"} & set(wanted):
         from raysweep.session import connect_ray
 
         connect_ray(None)

@@ -206,7 +206,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         #    every SYNC_EVERY steps (a diverged trial stops there) and at the end of the epoch -------------
         sampler.set_epoch(epoch)
         net.train()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step.reset_epoch()
         windows = []
         for i, batches in enumerate(micro_batches(loader, s.grad_accum)):
@@ -229,12 +229,13 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         # -- evaluate, decide whether to go on ----------------------------------------------------------
         loss_sum, seen = sum(w.loss_sum for w in windows), sum(w.samples for w in windows)
         norm_sum, steps = sum(w.norm_sum for w in windows), sum(w.steps for w in windows)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         val = evaluate(model, task, splits.val, device, precision, rank, world)
         metrics = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "val_loss": val["loss"],
                    **{f"val_{k}": v for k, v in val.items() if k != "loss"}, "scheduled_lr": schedule.lr,
                    "grad_norm": norm_sum / max(steps, 1),
-                   "epoch_seconds": seconds, "samples_per_s": samples_per_epoch / max(seconds, 1e-9)}
+                   "epoch_seconds": seconds, "train_cpu_seconds": cpu_seconds,  # this process's, all its threads
+                   "samples_per_s": samples_per_epoch / max(seconds, 1e-9)}
         value = metrics[run.metric]
         status = run.judge(state, value, epoch + 1)
         metrics[f"best_{run.metric}"] = state["best"]
