@@ -62,7 +62,7 @@ def trial_runs(session, stage):
     client = MlflowClient(session.tracker.uri)
     experiment = client.get_experiment_by_name(session.tracker.experiment)
     runs = client.search_runs([experiment.experiment_id])
-    parent = [r for r in runs if r.data.tags.get("raysweep.stage") == stage and r.data.tags.get("raysweep.kind")]
+    parent = [r for r in runs if r.data.tags.get("raysweep.stage") == stage and r.data.tags.get("raysweep.kind") == "stage"]
     assert len(parent) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     return client, parent[0], children

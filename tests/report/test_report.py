@@ -46,7 +46,7 @@ def crafted(config):
 HEAD = "metric: {name: val_loss, mode: min}\nresources: {cpus_per_worker: 0.25}\n"
 ONE_KNOB = HEAD + """name: one_knob
 task: crafted:one_knob
-search: {method: random, num_samples: 20, seed: 0, max_concurrent: 4}
+search: {method: random, num_samples: 16, seed: 0, max_concurrent: 4}
 stopping: {max_epochs: 3}
 parameters:
   lr: {distribution: loguniform, min: 1e-4, max: 1.0}
@@ -101,38 +101,42 @@ def open_page(p, url, ready, shot):
         browser.close()
 
 
-def test_importance_finds_the_one_parameter_that_matters_from_a_real_server_and_the_page_opens(ray_session, tmp_path):
-    server = Server(tmp_path)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One real `mlflow server` on 127.0.0.1 (its store an sqlite file) for both sweeps."""
+    server = Server(tmp_path_factory.mktemp("mlflow"))
     server.start()
-    try:
-        _, result, run_id = sweep(tmp_path, ONE_KNOB, tracking_uri=server.uri)
-        assert len(result.trials) == 20
-        out = run_cli("report", run_id, "--tracking-uri", server.uri, "--format", "md", "--out", tmp_path / "md",
-                      timeout=120)
-        assert out.returncode == 0, out.stderr
-        section = out.stdout.split("## Parameter importance")[1].split("##")[0]
-        rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")][2:]
-        ranked = {name: (float(mean), float(std)) for name, mean, std in rows}
-        assert list(ranked)[0] == "lr" and set(ranked) == {"lr", "width", "kind"}, ranked
-        lr, rest = ranked.pop("lr"), max(m + s for m, s in ranked.values())
-        assert lr[0] > 0.5 and lr[0] - lr[1] > rest, (lr, ranked)  # ahead of the decoys beyond its uncertainty
+    yield server
+    server.kill()
 
-        client = MlflowClient(server.uri)
-        files, analysis = build(client, run_id, str(tmp_path / "html"))
-        logged = {a.path for a in client.list_artifacts(run_id, "report")}
-        assert {f"report/{os.path.basename(f)}" for f in files} <= logged and "report/report.html" in logged
-        assert client.get_run(run_id).data.tags["raysweep.report"] == "report/report.html"
-    finally:
-        server.kill()
+
+def test_importance_finds_the_one_parameter_that_matters_from_a_real_server_and_the_page_opens(ray_session, server,
+                                                                                               tmp_path):
+    _, result, run_id = sweep(tmp_path, ONE_KNOB, tracking_uri=server.uri)
+    assert len(result.trials) == 16
+    out = run_cli("report", run_id, "--tracking-uri", server.uri, "--format", "md", "--out", tmp_path / "md", timeout=120)
+    assert out.returncode == 0, out.stderr
+    section = out.stdout.split("## Parameter importance")[1].split("##")[0]
+    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")][2:]
+    ranked = {name: (float(mean), float(std)) for name, mean, std in rows}
+    assert list(ranked)[0] == "lr" and set(ranked) == {"lr", "width", "kind"}, ranked
+    lr, rest = ranked.pop("lr"), max(m + s for m, s in ranked.values())
+    assert lr[0] > 0.5 and lr[0] - lr[1] > rest, (lr, ranked)  # ahead of the decoys beyond its uncertainty
+
+    client = MlflowClient(server.uri)
+    files, analysis = build(client, run_id, str(tmp_path / "html"))
+    logged = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert {f"report/{os.path.basename(f)}" for f in files} <= logged and "report/report.html" in logged
+    assert client.get_run(run_id).data.tags["raysweep.report"] == "report/report.html"
     with chromium() as p:
         errors, content = open_page(p, f"file://{files[0]}", ".plotly .parcoords", tmp_path / "report.png")
     assert errors == []
     assert "Parameter importance" in content and "What to try next" in content and 'alt="params"' in content
 
 
-def test_each_failure_rule_fires_on_its_crafted_run_and_the_mlflow_ui_opens_on_the_runs(ray_session, tmp_path):
-    session, result, run_id = sweep(tmp_path, FAILURES)
-    client = MlflowClient(session.tracker.uri)
+def test_each_failure_rule_fires_on_its_crafted_run_and_the_mlflow_ui_opens_on_the_runs(ray_session, server, tmp_path):
+    session, result, run_id = sweep(tmp_path, FAILURES, tracking_uri=server.uri)
+    client = MlflowClient(server.uri)
     files, analysis = build(client, run_id, str(tmp_path / "report"), fmt="md")
     mode = {t.trial_id: t.config["mode"] for t in result.trials}
     assert {mode[t]: rule for t, rule in analysis.diagnoses.items()} == {
@@ -142,8 +146,8 @@ def test_each_failure_rule_fires_on_its_crafted_run_and_the_mlflow_ui_opens_on_t
     children = client.search_runs([analysis.sweep.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
     assert len(children) == 5 and all(r.data.metrics for r in children)  # each trial once, none empty
 
-    port = free_port()
-    ui = subprocess.Popen(["make", "-s", "-o", "install", "mlflow-ui", f"MLFLOW_DB={tmp_path}/runs/mlflow.db",
+    port = free_port()  # the UI of `make mlflow-ui` over the server's store
+    ui = subprocess.Popen(["make", "-s", "-o", "install", "mlflow-ui", f"MLFLOW_DB={server.root}/server.db",
                            f"MLFLOW_PORT={port}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
     try:

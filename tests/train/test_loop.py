@@ -37,7 +37,7 @@ def test_reports_every_epoch_metric():
     result, reports, _ = run({"lr": 3e-3, "batch_size": 64})
     assert result.status == "completed" and [r["epoch"] for r in reports] == [1, 2, 3]
     for r in reports:
-        assert {"train_loss", "val_loss", "val_accuracy", "lr", "grad_norm", "epoch_seconds", "samples_per_s",
+        assert {"train_loss", "val_loss", "val_accuracy", "scheduled_lr", "grad_norm", "epoch_seconds", "samples_per_s",
                 "best_val_accuracy", "status"} <= r.keys()
     assert reports[-1]["best_val_accuracy"] == max(r["val_accuracy"] for r in reports)
     assert reports[-1]["val_accuracy"] > 0.8 and reports[-1]["train_loss"] < reports[0]["train_loss"]
@@ -87,7 +87,7 @@ def test_resume_from_checkpoint_is_exact(tmp_path):
     _, resumed, _ = run(config, four, resume_from=str(kept[2]))
     assert [r["epoch"] for r in resumed] == [3, 4]
     for a, b in zip(full[2:], resumed, strict=False):
-        assert (a["train_loss"], a["val_loss"], a["lr"]) == (b["train_loss"], b["val_loss"], b["lr"])
+        assert (a["train_loss"], a["val_loss"], a["scheduled_lr"]) == (b["train_loss"], b["val_loss"], b["scheduled_lr"])
 
 
 def test_checkpoints_every_n_epochs_and_at_the_end():
