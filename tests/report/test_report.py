@@ -9,9 +9,10 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from raysweep.report import build
+from raysweep.report import analyse, build
 from raysweep.session import Session
 from raysweep.spec import load_spec
+from raysweep.tracking.read import load_sweep
 from raysweep.tracking.runs import runs_page
 from tests.support import ROOT, run_cli
 from tests.tracking.test_server import Server, free_port
@@ -110,34 +111,37 @@ def server(tmp_path_factory):
     server.kill()
 
 
-def test_importance_finds_the_one_parameter_that_matters_from_a_real_server_and_the_page_opens(ray_session, server,
-                                                                                               tmp_path):
-    _, result, run_id = sweep(tmp_path, ONE_KNOB, tracking_uri=server.uri)
+def test_importance_finds_the_one_parameter_that_matters_and_the_page_opens_without_errors(ray_session, tmp_path):
+    session, result, run_id = sweep(tmp_path, ONE_KNOB)  # the sqlite store (the next test reads a server's)
     assert len(result.trials) == 16
-    out = run_cli("report", run_id, "--tracking-uri", server.uri, "--format", "md", "--out", tmp_path / "md", timeout=120)
+    uri = session.tracker.uri
+    out = run_cli("report", run_id, "--tracking-uri", uri, "--out", tmp_path / "html", timeout=120)
     assert out.returncode == 0, out.stderr
-    section = out.stdout.split("## Parameter importance")[1].split("##")[0]
-    rows = [line.strip("| ").split(" | ") for line in section.splitlines() if line.startswith("| ")][2:]
-    ranked = {name: (float(mean), float(std)) for name, mean, std in rows}
+    page = tmp_path / "html" / "report.html"
+    assert out.stdout.strip().splitlines()[-1] == f"report: {page}"
+    client = MlflowClient(uri)
+    logged = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert {"report/report.html", "report/metric_vs_params.png", "report/learning_curves.png"} <= logged
+    assert client.get_run(run_id).data.tags["raysweep.report"] == "report/report.html"
+
+    ranked = {i.param: (i.mean, i.std) for i in analyse(load_sweep(client, run_id)).importance}
     assert list(ranked)[0] == "lr" and set(ranked) == {"lr", "width", "kind"}, ranked
     lr, rest = ranked.pop("lr"), max(m + s for m, s in ranked.values())
     assert lr[0] > 0.5 and lr[0] - lr[1] > rest, (lr, ranked)  # ahead of the decoys beyond its uncertainty
-
-    client = MlflowClient(server.uri)
-    files, analysis = build(client, run_id, str(tmp_path / "html"))
-    logged = {a.path for a in client.list_artifacts(run_id, "report")}
-    assert {f"report/{os.path.basename(f)}" for f in files} <= logged and "report/report.html" in logged
-    assert client.get_run(run_id).data.tags["raysweep.report"] == "report/report.html"
+    shown = page.read_text()
+    assert all(f"<td>{name}</td>" in shown for name in ("lr", "width", "kind"))  # the table the user reads
     with chromium() as p:
-        errors, content = open_page(p, f"file://{files[0]}", ".plotly .parcoords", tmp_path / "report.png")
+        errors, content = open_page(p, f"file://{page}", ".plotly .parcoords", tmp_path / "report.png")
     assert errors == []
     assert "Parameter importance" in content and "What to try next" in content and 'alt="params"' in content
 
 
-def test_each_failure_rule_fires_on_its_crafted_run_and_the_mlflow_ui_opens_on_the_runs(ray_session, server, tmp_path):
+def test_each_failure_rule_fires_on_its_crafted_run_from_a_real_server_and_its_ui_opens_on_the_runs(ray_session, server,
+                                                                                                   tmp_path):
     session, result, run_id = sweep(tmp_path, FAILURES, tracking_uri=server.uri)
     client = MlflowClient(server.uri)
-    files, analysis = build(client, run_id, str(tmp_path / "report"), fmt="md")
+    files, analysis = build(client, run_id, str(tmp_path / "report"), fmt="md")  # read through the server
+    assert {a.path for a in client.list_artifacts(run_id, "report")} == {f"report/{os.path.basename(f)}" for f in files}
     mode = {t.trial_id: t.config["mode"] for t in result.trials}
     assert {mode[t]: rule for t, rule in analysis.diagnoses.items()} == {
         "diverged": "diverged", "too_slow": "too_slow", "overfitting": "overfitting", "noisy": "noisy"}  # not healthy

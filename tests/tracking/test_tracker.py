@@ -161,7 +161,7 @@ def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_
     make = ("import sys\nfrom mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore\n"
             "from raysweep.tracking import Tracker\nprint('ready', flush=True)\nTracker(sys.argv[1], 't').index.experiment_id\n")
     states = []
-    for i, delay in enumerate((0.1, 0.3, 0.5, 0.7, 0.9)):
+    for i, delay in enumerate((0.1, 0.5, 0.9)):
         uri = f"sqlite:///{tmp_path}/{i}/mlflow.db"
         proc = subprocess.Popen([sys.executable, "-c", make, uri], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True)
@@ -174,7 +174,7 @@ def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_
         if made:  # whole, or not there at all
             assert "Default" in {e.name for e in MlflowClient(uri).search_experiments()}
         assert Tracker(uri, "t").index.experiment_id  # and a later run makes or opens it
-    print(f"\nstore killed at 5 moments while being made: {sum(states)} whole, {len(states) - sum(states)} not yet there")
+    print(f"\nstore killed at 3 moments while being made: {sum(states)} whole, {len(states) - sum(states)} not yet there")
 
 
 def test_a_trial_stopped_before_it_reported_gets_no_run_and_a_trial_that_reported_reads_well(tmp_path):
