@@ -27,10 +27,11 @@ class MlflowCallback(Callback):
         self.stage_run_id: str | None = None
         self.runs: dict[str, str] = {}  # trial id -> run id
         self.steps: dict[str, set] = {}  # trial id -> steps queued or found in MLflow (a paused trial may repeat one)
+        self.keys: dict[str, set] = {}  # trial id -> its params' names (no metric may take one)
         self._live = None
 
     def __getstate__(self):  # Tune pickles callbacks with the experiment: plain state only
-        return {**self.__dict__, "_live": None, "runs": {}, "steps": {}}
+        return {**self.__dict__, "_live": None, "runs": {}, "steps": {}, "keys": {}}
 
     @property
     def live(self):
@@ -64,11 +65,12 @@ class MlflowCallback(Callback):
             run_id, existed = index.create(tags, name, self.stage_run_id), False
         else:
             run_id, existed = index.find_or_create(tags, name, self.stage_run_id)
+        params = self.params(trial)
+        self.keys[trial.trial_id] = set(params)
         if existed:  # a resumed sweep: only the steps the run lacks are written
             self.steps[trial.trial_id] = self.steps.get(trial.trial_id, set()) | {
                 m.step for m in index.client.get_metric_history(run_id, self.metric)}
         else:
-            params = self.params(trial)
             writer.params(run_id, params)
             writer.tags(run_id, {TAG + "kind": "trial", TAG + "stage": self.stage, TAG + "trial_id": trial.trial_id,
                                  TAG + "seed": params.get("seed", 0), TAG + "decision": "running"})
@@ -84,7 +86,8 @@ class MlflowCallback(Callback):
         if step in steps:
             return
         steps.add(step)
-        writer.metrics(run_id, numeric_metrics(result), step, result.get("timestamp", 0) * 1000 or None)
+        writer.metrics(run_id, numeric_metrics(result, self.keys.get(trial.trial_id, ())), step,
+                       result.get("timestamp", 0) * 1000 or None)
         tags = trial_tags(result, trial.num_failures + 1)
         if tags:
             writer.tags(run_id, tags)

@@ -60,7 +60,7 @@ def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str,
         end_tags.update(trial_tags(row, record.attempts))
         if step not in logged:
             ts = int(row.get("timestamp", 0) * 1000) or now
-            metrics += [Metric(k, float(v), ts, step) for k, v in numeric_metrics(row).items()]
+            metrics += [Metric(k, float(v), ts, step) for k, v in numeric_metrics(row, record.config).items()]
     end_tags.update({TAG + "kind": "trial", TAG + "stage": stage, TAG + "seed": record.config.get("seed", 0),
                      TAG + "decision": record.status,
                      **reason_tags(record.metrics)})

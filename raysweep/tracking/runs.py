@@ -45,9 +45,11 @@ def reason_tags(last: dict) -> dict:
     return {TAG + k: str(last[k])[:5000] for k in REASONS if last.get(k)}
 
 
-def numeric_metrics(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in _SKIP and isinstance(v, (int, float))
-            and not isinstance(v, bool)}
+def numeric_metrics(result: dict, params=()) -> dict:
+    """A report's numbers as MLflow metrics; one named as a parameter (a user's function may report its
+    `lr`) becomes `reported_<name>`, so a run never holds a param and a metric of one name."""
+    return {f"reported_{k}" if k in params else k: v for k, v in result.items()
+            if k not in _SKIP and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 class RunIndex:

@@ -185,7 +185,7 @@ def test_a_trial_stopped_before_it_reported_gets_no_run_and_a_trial_that_reporte
     callback.on_trial_complete(0, [], quiet)  # a stage-wide stop before its first report
     trial = Trial("run_trial", config={"lr": 0.01}, trial_id="t1", stub=True)
     callback.on_trial_start(0, [], trial)
-    callback.on_trial_result(0, [], trial, {**result("t1", 1, 0.5), "scheduled_lr": 0.005})
+    callback.on_trial_result(0, [], trial, {**result("t1", 1, 0.5), "scheduled_lr": 0.005, "lr": 0.02})
     callback.on_trial_complete(0, [], trial)
     callback.on_experiment_end([])
     client = MlflowClient(tracker.uri)
@@ -195,7 +195,8 @@ def test_a_trial_stopped_before_it_reported_gets_no_run_and_a_trial_that_reporte
     assert set(runs) == {"t1", None}  # the trial and its stage's run; none for t0
     run, stage_run = runs["t1"], runs[None]
     assert run.data.tags["raysweep.kind"] == "trial" and stage_run.data.tags["raysweep.kind"] == "stage"
-    assert run.data.params["lr"] == "0.01" and run.data.metrics["scheduled_lr"] == 0.005  # no metric named lr
+    assert run.data.params["lr"] == "0.01" and run.data.metrics["scheduled_lr"] == 0.005
+    assert "lr" not in run.data.metrics and run.data.metrics["reported_lr"] == 0.02  # a param's name stays the param's
     for r in (run, stage_run):  # as MLflow's own client tags a run, and no path of this machine in raysweep's
         assert r.data.tags["mlflow.user"] and r.data.tags["mlflow.source.name"] and r.data.tags["mlflow.source.type"]
         assert not [v for k, v in r.data.tags.items() if k.startswith("raysweep.") and str(tmp_path) in v]
