@@ -25,7 +25,7 @@ def who(proc, driver_pid) -> str:
         return "driver"
     cmd = " ".join(proc.cmdline())
     ray = proc.name() in ("gcs_server", "raylet") or cmd.startswith("ray::") or "site-packages/ray/" in cmd
-    return f"ray:{proc.name()}" if ray else proc.name()
+    return f"ray:{proc.name()}" if ray else f"{proc.name()}: {cmd[:160]}"
 
 
 # Ray's servers in the driver's process: its core worker's gRPC server (one port, on the wildcard)
