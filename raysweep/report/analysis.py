@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..spec.objective import best, ranked
 from ..tracking.read import SweepView, TrialView
 
 SEARCH_STAGES = ("coarse", "fine", "sweep")
@@ -126,25 +127,27 @@ def convergence(stage: str, trials: list[TrialView], mode: str, noise: float | N
     done = [t for t in trials if t.value is not None and math.isfinite(t.value)]
     if len(done) < 4:
         return None
-    pick = max if mode == "max" else min
-    best, spent, running, total = [], [], None, 0
+    curve, spent, running, total = [], [], None, 0
     for t in trials:
         total += t.epochs
         if t.value is not None and math.isfinite(t.value):
-            running = t.value if running is None else pick(running, t.value)
-        best.append(running if running is not None else math.nan)
+            running = t.value if running is None else best([running, t.value], mode)
+        curve.append(running if running is not None else math.nan)
         spent.append(total)
-    half = best[len(best) // 2 - 1]
-    gain = math.inf if math.isnan(half) else abs(best[-1] - half)  # nothing finished in the first half
-    noise = noise if noise else 0.01 * max(abs(best[-1]), 1e-12)
-    return Convergence(stage, best, spent, gain, noise, gain <= noise)
+    half = curve[len(curve) // 2 - 1]
+    gain = math.inf if math.isnan(half) else abs(curve[-1] - half)  # nothing finished in the first half
+    noise = noise if noise else 0.01 * max(abs(curve[-1]), 1e-12)
+    return Convergence(stage, curve, spent, gain, noise, gain <= noise)
 
 
 @dataclass
 class Finalists:
     rows: list[dict]             # seeds.json's ranked configs: values per seed, mean, std, ci95
     lead_p: float | None         # Welch's t-test of the winner against the runner-up
-    lead_real: bool | None
+
+    @property
+    def lead_real(self) -> bool | None:
+        return None if self.lead_p is None else self.lead_p < 0.05
 
 
 def finalists(seeds: dict | None) -> Finalists | None:
@@ -158,7 +161,7 @@ def finalists(seeds: dict | None) -> Finalists | None:
         a, b = (list(_finite(r["values"].values())) for r in rows[:2])
         if len(a) >= 2 and len(b) >= 2 and (np.std(a) > 0 or np.std(b) > 0):
             p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return Finalists(rows, p, None if p is None else p < 0.05)
+    return Finalists(rows, p)
 
 
 @dataclass
@@ -178,9 +181,12 @@ class Analysis:
             out[name] += 1
         return out
 
+    def ranked(self) -> list[TrialView]:
+        """Every searched trial with a value, best first."""
+        return ranked(searched([t for s in self.sweep.stages for t in s.trials]), self.sweep.mode, lambda t: t.value)
+
     def top(self, k: int = 5) -> list[TrialView]:
-        ranked = searched([t for s in self.sweep.stages for t in s.trials])
-        return sorted(ranked, key=lambda t: -t.value if self.sweep.mode == "max" else t.value)[:k]
+        return self.ranked()[:k]
 
 
 def _ranges(spec: dict | None) -> dict:

@@ -7,6 +7,7 @@ import html
 import math
 import os
 
+from ..spec.objective import ranked
 from . import plots
 from .analysis import RULES, SEARCH_STAGES, Analysis
 from .table import fmt
@@ -38,8 +39,8 @@ def sections(a: Analysis, figures: dict[str, str]) -> list[tuple[str, list]]:
     tops = [f"Top trials over all search stages, then each stage's ({len([t for st in s.stages for t in st.trials])} "
             "trials in all).", _top_table(a.top(5), a.params, metric)]
     for stage in s.stages:
-        ranked = sorted([t for t in stage.trials if t.value is not None], key=lambda t: -t.value if s.mode == "max" else t.value)
-        tops += [f"**{stage.name}**: {len(stage.trials)} trials.", _top_table(ranked[:3], a.params, metric)]
+        stage_top = ranked(stage.trials, s.mode, lambda t: t.value)[:3]
+        tops += [f"**{stage.name}**: {len(stage.trials)} trials.", _top_table(stage_top, a.params, metric)]
     out.append(("Top configurations", tops))
 
     if a.finalists:
@@ -57,7 +58,7 @@ def sections(a: Analysis, figures: dict[str, str]) -> list[tuple[str, list]]:
         imp = (["parameter", "importance", "± std"], [[i.param, f"{i.mean:.3f}", f"{i.std:.3f}"] for i in a.importance])
         out.append(("Parameter importance", [
             f"fANOVA (Optuna's FanovaImportanceEvaluator; Hutter, Hoos and Leyton-Brown, ICML 2014) of `{metric}` "
-            f"over the {len(a.top(10**6))} searched trials with a value: the mean over 8 random forests of different "
+            f"over the {len(a.ranked())} searched trials with a value: the mean over 8 random forests of different "
             "seeds, ± their std. Parameters only some trials have (conditional ones) are left out.",
             imp]))
     else:
