@@ -197,19 +197,17 @@ def report_command(target, runs_dir, tracking_uri, experiment, out, fmt):
     import os
 
     from .session import report
+    from .tracking import tracking_uri as default_uri
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if os.path.isfile(target):
-        spec = load_spec(target)
+        spec, run_id = load_spec(target), None
         experiment = experiment or spec.tracking.experiment or spec.name
-        from .tracking import tracking_uri as default_uri
-
-        uri, run_id = tracking_uri or default_uri(spec, runs_dir), None
     elif re.fullmatch(r"[0-9a-f]{32}", target):
-        uri, run_id = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-            f"sqlite:///{os.path.abspath(os.path.join(runs_dir, 'mlflow.db'))}", target
+        spec, run_id = None, target
     else:
         _fail(f"{target}: neither a spec file nor an MLflow run id (32 hex digits)")
+    uri = tracking_uri or default_uri(spec, runs_dir)
     from mlflow.exceptions import MlflowException
 
     from .tracking.read import NotFound

@@ -20,8 +20,8 @@ PENDING = "mlflow_pending.json"  # in a stage's folder: what MLflow did not take
 
 
 def tracking_uri(spec, runs_dir: str) -> str:
-    """The spec's URI, else MLFLOW_TRACKING_URI, else an sqlite file under the run directory."""
-    return spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or \
+    """The spec's URI (if a spec is given), else MLFLOW_TRACKING_URI, else an sqlite file under the run directory."""
+    return (spec and spec.tracking.uri) or os.environ.get("MLFLOW_TRACKING_URI") or \
         f"sqlite:///{os.path.abspath(os.path.join(runs_dir, 'mlflow.db'))}"
 
 
