@@ -41,6 +41,26 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                            "(`make cluster-local`, `make cluster-up`) or fix --address / RAY_ADDRESS") from None
 
 
+def _on_loopback_only(address: str) -> bool:
+    """An instance at a loopback address that its machine's own address does not reach (one that
+    listens on loopback alone, as raysweep's do): its clients must not turn 127.0.0.1 into that address."""
+    import ipaddress
+    import socket
+
+    from ray._private import services
+
+    host, _, port = address.rpartition("://")[2].rpartition(":")
+    try:
+        if not (host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback):
+            return False
+        socket.create_connection((services.get_node_ip_address(), int(port)), timeout=2).close()
+    except ValueError:
+        return False
+    except OSError:
+        return True
+    return False
+
+
 def route_ray_logs(path: str) -> str:
     """Ray's component logs (its C++ output on fd 2, its processes' stderr, the `ray` loggers) go to
     `path`; raysweep's own error lines keep the terminal (console.err). Call before connect_ray."""
@@ -78,6 +98,18 @@ def _log_says(path: str | None, needle: str) -> bool:
         return False
 
 
+def listen_on_loopback() -> None:
+    """The local instance a driver starts for itself serves no other machine: its node address becomes
+    127.0.0.1, and Ray's servers (GCS, raylet, workers' gRPC, agents) bind to it alone. Ray does this
+    on macOS and Windows, where it is single-node by default; on Linux it resolves 127.0.0.1 to the
+    machine's address and binds the wildcard. Its processes take the address from the raylet, so the
+    driver's switch is enough; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 keeps Ray's own behaviour."""
+    from ray._private import ray_constants
+
+    if "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in os.environ:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def connect_ray(address: str | None, log_file: str | None = None) -> None:
     import ray
 
@@ -93,6 +125,8 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return
+    if not address or _on_loopback_only(address):
+        listen_on_loopback()
     if address:
         if address not in ("auto", "local"):
             _check_reachable(address)

@@ -19,11 +19,15 @@ def write_spec(tmp_path):
 
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
-    """One local Ray instance for the whole session (2 CPUs, token auth on with a throwaway token)."""
+    """One local Ray instance for the whole session (2 CPUs, token auth on with a throwaway token, on
+    loopback)."""
     import secrets
 
     import ray
 
+    from raysweep.session import listen_on_loopback
+
+    listen_on_loopback()  # as raysweep's own local instance: every server on 127.0.0.1
     token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
     token.write_text(secrets.token_hex(32))
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
@@ -31,3 +35,11 @@ def ray_session(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_client_env(ray_session) -> dict:
+    """What a `raysweep` process needs to run on the session's Ray instance (a client of it, as of any
+    cluster) instead of starting its own: for tests of the command, not of the local instance it starts."""
+    return {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": os.environ["RAY_AUTH_TOKEN_PATH"]}
