@@ -40,9 +40,9 @@ def result_log(folder: str | None, filesystem=None) -> list[dict]:
     return out
 
 
-def checkpoint_log(folder: str | None, filesystem=None) -> list[dict]:
-    """The metrics saved with each of a trial's checkpoints (checkpoint_*/metrics.json): with shared
-    storage, a checkpointed epoch whose report died with a killed driver is still on record here."""
+def checkpoints(folder: str | None, filesystem=None) -> list[tuple[str, dict]]:
+    """A trial's checkpoints that hold their metrics (checkpoint_*/metrics.json, written last), oldest
+    first, each with those metrics."""
     import pyarrow.fs as pafs
 
     from ..train.checkpoint import METRICS
@@ -51,11 +51,17 @@ def checkpoint_log(folder: str | None, filesystem=None) -> list[dict]:
     try:
         fs = filesystem or pafs.LocalFileSystem()
         entries = fs.get_file_info(pafs.FileSelector(folder)) if folder else []
-        texts = [read_text(posixpath.join(e.path, METRICS), fs) for e in entries
+        found = [(e.path, read_text(posixpath.join(e.path, METRICS), fs)) for e in entries
                  if e.type == pafs.FileType.Directory and e.base_name.startswith("checkpoint_")]
     except OSError:
         return []
-    return [json.loads(t) for t in texts if t]
+    return sorted((path, json.loads(text)) for path, text in found if text)
+
+
+def checkpoint_log(folder: str | None, filesystem=None) -> list[dict]:
+    """The metrics saved with each of a trial's checkpoints: with shared storage, a checkpointed epoch
+    whose report died with a killed driver is still on record here."""
+    return [metrics for _, metrics in checkpoints(folder, filesystem)]
 
 
 def error_line(error: BaseException | None) -> str | None:

@@ -15,6 +15,7 @@ from ..train import Run
 from ..train.validate import is_function_task
 from . import storage
 from .progress import Progress, decision, error_line, result_log
+from .recovery import RestoreFromWhatExists
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import ListSearcher, build_searcher, starting_points, trial_count
@@ -156,7 +157,8 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # so a driver killed there loses no finished trial
                 sync_config=tune.SyncConfig(sync_period=5) if storage.is_uri(storage_path) else None,
                 stop=CombinedStopper(*stoppers),
-                callbacks=[JsonLoggerCallback(), *progress, *rules, *callbacks],  # result.json: the records' source
+                # result.json: the records' source
+                callbacks=[JsonLoggerCallback(), RestoreFromWhatExists(), *progress, *rules, *callbacks],
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))

@@ -1,9 +1,12 @@
 """`raysweep sweep` as a user runs it: a separate driver process, its own local Ray, MLflow sqlite."""
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -90,3 +93,54 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path, spec,
     for trial_id in finished_before:
         [trial_dir] = (tmp_path / "ray" / f"{name}-sweep").glob(f"*{trial_id}*")
         assert len((trial_dir / "result.json").read_text().splitlines()) == 20
+
+
+def saved_checkpoint(stage_dir) -> str | None:
+    """The checkpoint Tune's newest saved experiment state would restore its one trial from."""
+    from ray.tune.utils.serialization import TuneFunctionDecoder
+
+    state = json.loads(sorted(stage_dir.glob("experiment_state-*.json"))[-1].read_text())
+    [(_, meta)] = state["trial_data"]
+    decoder = TuneFunctionDecoder(allow_cloudpickle=True)  # the file this test wrote
+    result = decoder.decode(meta)["checkpoint_manager"].latest_checkpoint_result
+    return result.checkpoint.path if result else None
+
+
+def epoch_of(checkpoint) -> int:
+    return json.loads((Path(checkpoint) / "metrics.json").read_text())["epoch"]
+
+
+def test_a_resumed_trial_whose_saved_checkpoint_is_gone_goes_on_from_the_newest_one(tmp_path, ray_client_env):
+    # Tune deletes older checkpoints as it registers newer ones and saves its state every second or so:
+    # a driver killed in between left a state naming a deleted checkpoint. Here the saved one is
+    # renamed after the kill (its epoch's state under a newer name), as that race leaves it
+    spec, name, sets = FUNCTION
+    sets = [*sets, "--set", "search.num_samples=1", "--set", "stopping.max_epochs=200"]
+    args = ["sweep", spec, *sets, "--runs-dir", tmp_path]
+    env = {**os.environ, **ray_client_env}
+    driver = subprocess.Popen([sys.executable, "-m", "raysweep", *map(str, args)], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stage = tmp_path / "ray" / f"{name}-sweep"
+    deadline = time.monotonic() + 120
+    while not list(stage.glob("*/checkpoint_000010")):
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stdout.read()
+        time.sleep(0.05)
+    time.sleep(1.5)  # a state save that names a checkpoint
+    driver.kill()
+    driver.communicate()
+    saved = Path(saved_checkpoint(stage))
+    [trial_dir] = [d for d in stage.iterdir() if d.is_dir()]
+    source = saved if saved.exists() else sorted(trial_dir.glob("checkpoint_*"))[-1]
+    epoch = epoch_of(source)
+    assert epoch < 200  # killed mid-trial
+    shutil.copytree(source, trial_dir / "checkpoint_000099")
+    shutil.rmtree(saved, ignore_errors=True)
+
+    resumed = subprocess.run([sys.executable, "-m", "raysweep", *map(str, args), "--resume"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    [trial] = json.loads((stage / "results.json").read_text())["trials"]
+    assert trial["status"] == "completed" and trial["epochs"] == 200, trial  # not errored on the missing checkpoint
+    client, [run] = children(tmp_path, name)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")) == list(range(1, 201))
+    assert run.data.tags["raysweep.resumed_epoch"] == str(epoch)  # it went on from there, not from its first epoch
