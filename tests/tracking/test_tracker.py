@@ -1,6 +1,7 @@
 """MLflow tracking driven as Tune drives it (Tune's own Trial objects), then reconciled against the
 records on disk, on a sqlite store; and the writer's and the stage end's failure policy."""
 import json
+import os
 import time
 
 from mlflow.tracking import MlflowClient
@@ -153,7 +154,8 @@ def test_the_writer_retries_a_failed_chunk_and_never_resends_one_that_succeeded(
 
 def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_path):
     # MLflow makes a new store in steps (tables, then migrations, about a second); a kill in between
-    # left a file every later run failed on ("duplicate column name: step")
+    # left a file every later run failed on ("duplicate column name: step"). An empty cache each time:
+    # the store (and the template raysweep keeps of it) is made by MLflow, not copied
     import signal
     import subprocess
     import sys
@@ -163,8 +165,9 @@ def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_
     states = []
     for i, delay in enumerate((0.1, 0.5, 0.9)):
         uri = f"sqlite:///{tmp_path}/{i}/mlflow.db"
+        env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / f"cache{i}")}
         proc = subprocess.Popen([sys.executable, "-c", make, uri], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                text=True)
+                                text=True, env=env)
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)  # into the making of the store
         proc.send_signal(signal.SIGKILL)
@@ -173,6 +176,10 @@ def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_
         states.append(made)
         if made:  # whole, or not there at all
             assert "Default" in {e.name for e in MlflowClient(uri).search_experiments()}
+        template = list((tmp_path / f"cache{i}" / "raysweep").glob("*.db"))
+        assert made <= bool(template)  # the store is a copy of the whole template
+        for db in template:
+            assert "Default" in {e.name for e in MlflowClient(f"sqlite:///{db}").search_experiments()}
         assert Tracker(uri, "t").index.experiment_id  # and a later run makes or opens it
     print(f"\nstore killed at 3 moments while being made: {sum(states)} whole, {len(states) - sum(states)} not yet there")
 
@@ -200,3 +207,20 @@ def test_a_trial_stopped_before_it_reported_gets_no_run_and_a_trial_that_reporte
     for r in (run, stage_run):  # as MLflow's own client tags a run, and no path of this machine in raysweep's
         assert r.data.tags["mlflow.user"] and r.data.tags["mlflow.source.name"] and r.data.tags["mlflow.source.type"]
         assert not [v for k, v in r.data.tags.items() if k.startswith("raysweep.") and str(tmp_path) in v]
+
+
+def test_a_new_store_is_a_copy_of_one_made_once(tmp_path, monkeypatch):
+    from raysweep.tracking import runs
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = Tracker(f"sqlite:///{tmp_path}/a/mlflow.db", "t")
+    assert first.index.experiment_id and len(list((tmp_path / "cache" / "raysweep").glob("*.db"))) == 1
+
+    def migrate(path):
+        raise AssertionError("MLflow's migrations ran again")
+
+    monkeypatch.setattr(runs, "_make_store", migrate)
+    second = Tracker(f"sqlite:///{tmp_path}/b/mlflow.db", "u")  # copied: no migrations
+    assert second.index.experiment_id
+    names = {e.name for e in MlflowClient(second.uri).search_experiments()}
+    assert names == {"Default", "u"}  # its own store, nothing of the first one's
