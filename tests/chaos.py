@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,15 +63,31 @@ class Chaos:
     returncode: int | None = None
 
 
-def interrupted_run(args: list, runs: Path, name: str, kills: int, seed: int, window: tuple, env=None) -> Chaos:
-    """`raysweep ARGS` interrupted `kills` times, each at a moment drawn from `window` (seconds after its
-    start), SIGINT and SIGKILL in turn, then run to the end."""
+def interrupted_run(args: list, runs: Path, name: str, kills: int, seed: int, window: tuple, env=None,
+                    after_start: bool = False) -> Chaos:
+    """`raysweep ARGS` interrupted `kills` times, SIGINT and SIGKILL in turn, then run to the end. Each
+    moment is drawn from `window`: seconds after that driver's start, or with `after_start` seconds after
+    it printed its first stage line (Ray's start-up left out, so that the kills land on the stages
+    however slow the machine)."""
     rng, chaos = random.Random(seed), Chaos()
     for attempt in range(kills + 1):
         started = time.monotonic()
         driver = subprocess.Popen([sys.executable, "-m", "raysweep", *map(str, args)], cwd=ROOT, start_new_session=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        lines, staged = [], threading.Event()
+
+        def read(out=driver.stdout, lines=lines, staged=staged):
+            for line in out:
+                lines.append(line)
+                if line.startswith("["):
+                    staged.set()
+            staged.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         if attempt < kills:
+            if after_start:
+                staged.wait(timeout=300)
             try:
                 driver.wait(timeout=rng.uniform(*window))
             except subprocess.TimeoutExpired:
@@ -82,13 +99,14 @@ def interrupted_run(args: list, runs: Path, name: str, kills: int, seed: int, wi
                     driver.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     pass
-        out, _ = driver.communicate(timeout=900)
+        driver.wait(timeout=900)
+        reader.join(timeout=60)
         try:  # what a Ctrl-C leaves of the local Ray instance goes with its group
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         chaos.seconds.append(time.monotonic() - started)
-        chaos.output += f"--- attempt {attempt + 1}\n{out}"
+        chaos.output += f"--- attempt {attempt + 1}\n{''.join(lines)}"
         chaos.returncode = driver.returncode
         if attempt < kills and driver.returncode == 0:
             break  # it finished before the moment drawn for the kill

@@ -11,10 +11,10 @@ from raysweep.spec import Spec
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args, cwd=ROOT, timeout=120):
-    """Run `raysweep ARGS` as a user would: a separate process, output captured."""
+def run_cli(*args, cwd=ROOT, timeout=120, env=None):
+    """Run `raysweep ARGS` as a user would: a separate process, output captured (`env` added to ours)."""
     return subprocess.run([sys.executable, "-m", "raysweep", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def cli_on(cluster, *args, timeout=300, wait=True, env=None):

@@ -135,9 +135,14 @@ def autoscaler_nodes() -> list[dict] | None:
     from ray._private import ray_constants
     from ray.experimental.internal_kv import _internal_kv_get, _internal_kv_initialized
 
-    try:  # an autoscaler reports on the cluster in the GCS; the read-only monitor of `ray.init`/`ray start` has no report
+    try:  # an autoscaler reports on the cluster in the GCS
         status = _internal_kv_initialized() and _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-        if not (status and json.loads(status).get("autoscaler_report")):
+        report = json.loads(status).get("autoscaler_report") if status else None
+        if not report:
+            return []
+        # the read-only monitor of a `ray.init` instance reports too, each node its own type "node_<id>":
+        # it launches nothing
+        if all(kind == f"node_{node}" for node, kind in (report.get("node_type_mapping") or {}).items()):
             return []
     except Exception:  # noqa: BLE001 - no answer: judge by the nodes there are
         return []

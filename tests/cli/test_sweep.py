@@ -1,4 +1,5 @@
-"""`raysweep sweep` as a user runs it: a separate driver process, its own local Ray, MLflow sqlite."""
+"""`raysweep sweep` as a user runs it: a separate driver process, its own local Ray (or, where the local
+instance is not what a test is about, the session's), MLflow sqlite."""
 import json
 import os
 import shutil
@@ -25,8 +26,9 @@ def children(runs_dir, experiment="digits_mlp"):
     return client, [r for r in runs if "raysweep.trial_id" in r.data.tags]
 
 
-def test_impossible_resource_request_fails_before_the_run(tmp_path):
-    result = run_cli("sweep", SPEC, "--set", "resources.gpus_per_worker=1", "--runs-dir", tmp_path, timeout=120)
+def test_impossible_resource_request_fails_before_the_run(tmp_path, ray_client_env):
+    result = run_cli("sweep", SPEC, "--set", "resources.gpus_per_worker=1", "--runs-dir", tmp_path, timeout=120,
+                     env=ray_client_env)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"{SPEC}: resources: a trial needs 1 CPU, 1 GPU on one node and the largest node has")
@@ -34,10 +36,10 @@ def test_impossible_resource_request_fails_before_the_run(tmp_path):
     assert not (tmp_path / "ray").exists()  # nothing was started
 
 
-def test_retry_failed_needs_a_finished_stage_and_excludes_resume(tmp_path):
+def test_retry_failed_needs_a_finished_stage_and_excludes_resume(tmp_path, ray_client_env):
     result = run_cli("sweep", SPEC, "--retry-failed", "--resume", "--runs-dir", tmp_path)
     assert result.returncode == 2 and "--resume and --retry-failed: use one" in result.stderr
-    result = run_cli("sweep", SPEC, *SMALL, "--retry-failed", "--runs-dir", tmp_path, timeout=120)
+    result = run_cli("sweep", SPEC, *SMALL, "--retry-failed", "--runs-dir", tmp_path, timeout=120, env=ray_client_env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"{SPEC}: no finished stage 'sweep' to retry at {tmp_path}/ray/digits_mlp-sweep; run it first (without --retry-failed)")

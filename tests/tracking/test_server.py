@@ -65,7 +65,7 @@ def mlflow_server(tmp_path):
 OUTAGE_S = float(os.environ.get("RAYSWEEP_TEST_OUTAGE_S", 60))
 
 
-def test_sweep_survives_the_mlflow_server_down_for_a_minute(mlflow_server, tmp_path):
+def test_sweep_survives_the_mlflow_server_down_for_a_minute(mlflow_server, tmp_path, ray_client_env):
     args = [sys.executable, "-m", "raysweep", "sweep", "search_spaces/digits_mlp.yaml",
             "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=3", "--set", "parameters.hidden=32",
             "--set", "search.method=random", "--set", "scheduler={type: fifo}", "--set", "search.num_samples=5",
@@ -73,7 +73,7 @@ def test_sweep_survives_the_mlflow_server_down_for_a_minute(mlflow_server, tmp_p
             "--tracking-uri", mlflow_server.uri]
     # the stage ends while the server is still down: its end waits (the knob users have) for the outage
     # and the server's restart, which took 57 s on a loaded 2-core machine (a bounded wait is tested below)
-    env = {**os.environ, "RAYSWEEP_MLFLOW_WAIT_S": str(OUTAGE_S + 240)}
+    env = {**os.environ, **ray_client_env, "RAYSWEEP_MLFLOW_WAIT_S": str(OUTAGE_S + 240)}
     sweep = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     output = []
     for line in sweep.stdout:
@@ -106,13 +106,14 @@ def test_sweep_survives_the_mlflow_server_down_for_a_minute(mlflow_server, tmp_p
           f"the command ended {after:.1f} s after the server was back")
 
 
-def test_a_server_that_stays_down_costs_a_bounded_wait_and_sync_writes_the_rest_later(mlflow_server, tmp_path):
+def test_a_server_that_stays_down_costs_a_bounded_wait_and_sync_writes_the_rest_later(mlflow_server, tmp_path,
+                                                                                       ray_client_env):
     runs = tmp_path / "runs"
     args = ["search_spaces/digits_mlp.yaml", "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=2",
             "--set", "parameters.hidden=32", "--set", "search.method=random", "--set", "scheduler={type: fifo}",
             "--set", "search.num_samples=3", "--set", "search.max_concurrent=1", "--runs-dir", str(runs),
             "--tracking-uri", mlflow_server.uri]
-    env = {**os.environ, "RAYSWEEP_MLFLOW_WAIT_S": "5"}
+    env = {**os.environ, **ray_client_env, "RAYSWEEP_MLFLOW_WAIT_S": "5"}
     sweep = subprocess.Popen([sys.executable, "-m", "raysweep", "sweep", *args], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = []
@@ -141,7 +142,8 @@ def test_a_server_that_stays_down_costs_a_bounded_wait_and_sync_writes_the_rest_
         assert run.info.status == "FINISHED" and run.data.tags["raysweep.decision"] == "completed"
 
 
-def test_a_server_behind_basic_auth_refuses_strangers_and_takes_the_sweep_with_the_cluster_credentials(tmp_path):
+def test_a_server_behind_basic_auth_refuses_strangers_and_takes_the_sweep_with_the_cluster_credentials(tmp_path,
+                                                                                                        ray_client_env):
     home = tmp_path / "home"
     home.mkdir()
     subprocess.run(["make", "-s", "cluster-credentials", f"HOME={home}"], cwd=ROOT, check=True, timeout=60)
@@ -154,7 +156,7 @@ def test_a_server_behind_basic_auth_refuses_strangers_and_takes_the_sweep_with_t
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1", timeout=10)
         assert refused.value.code == 401
-        env = {**os.environ, **creds}
+        env = {**os.environ, **ray_client_env, **creds}
         result = subprocess.run(
             [sys.executable, "-m", "raysweep", "sweep", "search_spaces/digits_mlp.yaml",
              "--set", "resources.cpus_per_worker=0.25", "--set", "stopping.max_epochs=1", "--set", "parameters.hidden=32",
