@@ -32,7 +32,7 @@ def history(client, run_id):
 
 def live(tmp_path, trial_id):
     """A tracker on sqlite, its Tune callback set up for stage coarse, and a Tune Trial to drive it."""
-    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t", str(tmp_path / "mlartifacts"))  # not ./mlruns
     callback = tracker.callback(SPEC, "coarse", "k")
     callback.setup()
     return tracker, callback, Trial("run_trial", config={"lr": 0.01}, trial_id=trial_id, stub=True)
@@ -117,7 +117,7 @@ def test_a_stage_end_with_mlflow_down_returns_within_its_bound_and_a_later_sync_
     started = time.monotonic()
     assert not down.finish_stage(done, "k", bound_s=3)  # still down: tried once, not waited for again
     assert time.monotonic() - started < 2
-    up = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t")
+    up = Tracker(f"sqlite:///{tmp_path}/mlflow.db", "t", str(tmp_path / "mlartifacts"))
     assert up.finish_stage(done, "k") and not pending(done.path)
     assert up.finish_stage(done, "k")  # again: nothing is written twice
     client = MlflowClient(up.uri)
