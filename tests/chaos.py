@@ -63,12 +63,24 @@ class Chaos:
     returncode: int | None = None
 
 
+def mid_stage(snap: Snapshot) -> bool:
+    """A stage not done yet has trials that Tune's saved state holds as finished."""
+    return any(ids and stage.rsplit("-", 1)[-1] not in snap.done_stages for stage, ids in snap.finished.items())
+
+
+def wait_mid_stage(driver: subprocess.Popen, runs: Path, name: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while driver.poll() is None and time.monotonic() < deadline and not mid_stage(snapshot(runs, name)):
+        time.sleep(0.1)
+
+
 def interrupted_run(args: list, runs: Path, name: str, kills: int, seed: int, window: tuple, env=None,
-                    after_start: bool = False) -> Chaos:
+                    after_start: bool = False, mid_stage_kills: tuple = ()) -> Chaos:
     """`raysweep ARGS` interrupted `kills` times, SIGINT and SIGKILL in turn, then run to the end. Each
     moment is drawn from `window`: seconds after that driver's start, or with `after_start` seconds after
     it printed its first stage line (Ray's start-up left out, so that the kills land on the stages
-    however slow the machine)."""
+    however slow the machine). The kills numbered in `mid_stage_kills` (from 0) land as soon as a stage
+    in progress has finished trials instead, the moment a resume must not repeat them."""
     rng, chaos = random.Random(seed), Chaos()
     for attempt in range(kills + 1):
         started = time.monotonic()
@@ -86,10 +98,14 @@ def interrupted_run(args: list, runs: Path, name: str, kills: int, seed: int, wi
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         if attempt < kills:
-            if after_start:
+            moment = rng.uniform(*window)
+            if len(chaos.signals) in mid_stage_kills:
+                wait_mid_stage(driver, runs, name)
+                moment = 0.01
+            elif after_start:
                 staged.wait(timeout=300)
             try:
-                driver.wait(timeout=rng.uniform(*window))
+                driver.wait(timeout=moment)
             except subprocess.TimeoutExpired:
                 sig = (signal.SIGINT, signal.SIGKILL)[len(chaos.signals) % 2]
                 chaos.snapshots.append(snapshot(runs, name))

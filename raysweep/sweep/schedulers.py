@@ -7,6 +7,7 @@ from ray.tune.schedulers import (
     HyperBandScheduler,
     MedianStoppingRule,
     PopulationBasedTraining,
+    TrialScheduler,
 )
 
 from ..spec import Spec
@@ -29,10 +30,19 @@ def build_hyperband(spec: Spec, epochs: int):
                               reduction_factor=s.reduction_factor)
 
 
+class MedianStopping(MedianStoppingRule):
+    """Tune's rule, except that a trial it cannot judge yet (too few others have reached its epoch) goes
+    on. Tune's pauses it whenever trials are pending; a trial paused between its checkpoints started over
+    from its first epoch, and its record ended at the epoch it reached the second time."""
+
+    def _on_insufficient_samples(self, tune_controller, trial, time):
+        return TrialScheduler.CONTINUE
+
+
 def build_median(spec: Spec, epochs: int):
     s = spec.scheduler
-    return MedianStoppingRule(time_attr="training_iteration", grace_period=s.grace_period,
-                              min_samples_required=s.min_samples_required)
+    return MedianStopping(time_attr="training_iteration", grace_period=s.grace_period,
+                          min_samples_required=s.min_samples_required)
 
 
 class FeasibleExplore:

@@ -8,6 +8,7 @@ import pytest
 from raysweep.session import Session
 from raysweep.spec import Space, Spec, load_spec
 from raysweep.sweep import StageResult
+from raysweep.sweep.progress import result_log
 from raysweep.sweep.schedulers import SCHEDULERS
 from raysweep.sweep.searchers import SEARCHERS
 from tests.support import trial_runs
@@ -64,6 +65,8 @@ def test_every_searcher_with_every_scheduler(ray_session, tmp_path, method, sche
         run = by_trial[t.trial_id]
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == list(range(1, t.epochs + 1))  # one point per epoch, no repeats
+        # never started over: Tune's median rule paused trials to let pending ones run, and they began again
+        assert [r["epoch"] for r in result_log(t.path)] == list(range(1, t.epochs + 1))
         assert run.data.tags["raysweep.decision"] == t.status and run.info.status == "FINISHED"
         assert float(run.data.params["lr"]) == pytest.approx(t.config["lr"]) or scheduler == "pbt"
     assert os.path.exists(os.path.join(result.path, "results.json"))
