@@ -3,16 +3,19 @@ and started again each time, against the same pipeline run once without interrup
 ratio (all drivers' time together over the uninterrupted run's), and what the interruptions cost in
 trials (lost, trained again), progress (gone back) and MLflow (trials or epochs twice). In one run.
 
-    .venv/bin/python bench/interruptions.py [--kills 5] [--seed 0] [--spec search_spaces/digits_mlp.yaml]
+    .venv/bin/python bench/interruptions.py [--kills 5] [--seed 0] [--spec search_spaces/digits_mlp.yaml] [--on-ray]
 
 Each moment is drawn from 15-45 % of the uninterrupted run's time after that driver started, so the
 interruptions fall all along the pipeline. A restart costs a new local Ray instance (the driver's own,
-as `make sweep` runs) plus the epochs since each running trial's last checkpoint."""
+as `make sweep` runs) plus the epochs since each running trial's last checkpoint. With `--on-ray` both
+runs are clients of one Ray instance started for them (as drivers on a cluster are): a restart costs
+the driver's own start and the lost epochs, not Ray's."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -33,15 +36,17 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spec", default="search_spaces/digits_mlp.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--on-ray", action="store_true", help="drivers as clients of a running Ray instance")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))
+    env = ray_instance(tmp) if args.on_ray else None
     sets = [x for kv in args.overrides for x in ("--set", kv)]
     name = Path(args.spec).stem
 
     plain = tmp / "plain"
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "raysweep", "run", args.spec, *sets, "--runs-dir", str(plain)],
-                          cwd=HERE.parent, capture_output=True, text=True)
+                          cwd=HERE.parent, capture_output=True, text=True, env=env)
     baseline = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     # stages with a fixed number of trials (fine's stop rule ends it after a number that depends on results)
@@ -50,15 +55,40 @@ def main():
 
     broken = tmp / "interrupted"
     chaos = interrupted_run(["run", args.spec, *sets, "--runs-dir", broken], broken, name, kills=args.kills,
-                            seed=args.seed, window=(0.15 * baseline, 0.45 * baseline))
+                            seed=args.seed, window=(0.15 * baseline, 0.45 * baseline), env=env)
     assert chaos.returncode == 0, chaos.output[-3000:]
     figures = audit(chaos, broken, name, STAGES, expected)
     figures.update(uninterrupted_s=round(baseline, 1), ratio=round(sum(chaos.seconds) / baseline, 2),
-                   spec=args.spec, overrides=args.overrides, seed=args.seed, cpus=os.cpu_count())
+                   spec=args.spec, overrides=args.overrides, seed=args.seed, cpus=os.cpu_count(),
+                   drivers_on=("a running Ray instance" if args.on_ray else "each its own local Ray instance"))
     print(json.dumps(figures, indent=1))
-    out = HERE / "results" / "interruptions.json"
+    out = HERE / "results" / ("interruptions_on_ray.json" if args.on_ray else "interruptions.json")
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"written: {out}")
+
+
+def ray_instance(tmp: Path) -> dict:
+    """A Ray head on loopback with 2 CPUs and token auth, for this process's lifetime; the environment
+    its clients need."""
+    import atexit
+
+    import psutil
+
+    from raysweep.sweep.local_cluster import free_port
+
+    token, temp, port = tmp / "token", tmp / "ray", free_port()
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
+                    "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=2", "--include-dashboard=false",
+                    "--disable-usage-stats"], env=env, check=True, capture_output=True)
+
+    def stop():  # this instance's processes only (never `ray stop`)
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(str(temp) in part for part in proc.info["cmdline"] or ()):
+                proc.kill()
+    atexit.register(stop)
+    return {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
 
 
 if __name__ == "__main__":

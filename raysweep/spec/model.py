@@ -320,6 +320,15 @@ class Spec(Strict):
         return self
 
     @model_validator(mode="after")
+    def _hyperband_checkpoints(self):
+        """Synchronous HyperBand pauses trials at its rungs and resumes them from their last checkpoint:
+        without one at every epoch, a paused trial trained its epochs again from the first."""
+        if self.scheduler.type == "hyperband" and "checkpoint_every" not in self.parameters \
+                and not self.fixed.get("checkpoint_every"):
+            self.fixed = {**self.fixed, "checkpoint_every": 1}
+        return self
+
+    @model_validator(mode="after")
     def _pbt_checkpoints(self):
         """PBT clones a donor from its last checkpoint: without one at every perturbation it never exploits."""
         if self.scheduler.type != "pbt" or "checkpoint_every" in self.parameters:

@@ -107,7 +107,16 @@ class LocalCluster:
         name = f"w{len(self.nodes) + 1}"
         temp = os.path.join(self.temp, name)
         before = len(self.alive_nodes()) if wait else 0
-        self._ray(f"--address={self.address}", temp=temp, resources={WORKER_RESOURCE: self.cpus_per_node})
+        for attempt in (1, 2):
+            try:
+                self._ray(f"--address={self.address}", temp=temp, resources={WORKER_RESOURCE: self.cpus_per_node})
+                break
+            except RuntimeError:
+                # Ray gives a node 30 s to register, and a loaded 2-core machine can miss that ("the GCS
+                # has become overloaded"): what it started goes, and it starts once more
+                if attempt == 2:
+                    raise
+                self._kill(self.pids(temp))
         self.nodes.append({"name": name, "temp": temp})
         self.save()
         if wait:
@@ -159,10 +168,15 @@ class LocalCluster:
         pid = self.raylet_pid(name)
         if pid is None:
             return
-        doomed = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-        for p in doomed:
+        self._kill([pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))])
+
+    @staticmethod
+    def _kill(pids) -> None:
+        import psutil
+
+        for pid in pids:
             try:
-                p.kill()
+                psutil.Process(pid).kill()
             except psutil.NoSuchProcess:
                 pass
 

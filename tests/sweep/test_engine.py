@@ -65,8 +65,9 @@ def test_every_searcher_with_every_scheduler(ray_session, tmp_path, method, sche
         run = by_trial[t.trial_id]
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
         assert sorted(m.step for m in history) == list(range(1, t.epochs + 1))  # one point per epoch, no repeats
-        # never started over: Tune's median rule paused trials to let pending ones run, and they began again
-        assert [r["epoch"] for r in result_log(t.path)] == list(range(1, t.epochs + 1))
+        # never started over: Tune's median rule and HyperBand paused trials, which began again (PBT's
+        # clones go on from other trials' checkpoints by design)
+        assert [r["epoch"] for r in result_log(t.path)] == list(range(1, t.epochs + 1)) or scheduler == "pbt"
         assert run.data.tags["raysweep.decision"] == t.status and run.info.status == "FINISHED"
         assert float(run.data.params["lr"]) == pytest.approx(t.config["lr"]) or scheduler == "pbt"
     assert os.path.exists(os.path.join(result.path, "results.json"))
