@@ -27,13 +27,18 @@ def _token_available() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
 
 
+def _host_port(address: str) -> tuple[str, str]:
+    host, _, port = address.rpartition("://")[2].rpartition(":")
+    return host.strip("[]"), port
+
+
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
     """A TCP connect to the GCS before ray.init, which would retry an address of nothing for minutes."""
     import socket
 
-    host, _, port = address.rpartition("://")[2].rpartition(":")
+    host, port = _host_port(address)
     try:
-        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
     except ValueError:
         raise ClusterError(f"--address {address}: not HOST:PORT (e.g. 127.0.0.1:6379, or auto)") from None
     except OSError as e:
@@ -49,9 +54,9 @@ def _on_loopback_only(address: str) -> bool:
 
     from ray._private import services
 
-    host, _, port = address.rpartition("://")[2].rpartition(":")
+    host, port = _host_port(address)
     try:
-        if not (host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback):
+        if not (host == "localhost" or ipaddress.ip_address(host).is_loopback):
             return False
         socket.create_connection((services.get_node_ip_address(), int(port)), timeout=2).close()
     except ValueError:

@@ -13,14 +13,19 @@ _SKIP = {"status", *REASONS, "resumed_from", "trial_id", "date", "hostname", "no
          "should_checkpoint", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore"}
 
 
+def _whole(path: str, write) -> None:
+    """`write(tmp)` makes the file in one of its own, renamed into place once whole."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def _make_store(path: str) -> None:
-    """MLflow's tables and migrations in a file of its own, renamed into place when whole."""
+    """MLflow's tables and migrations."""
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    tmp = f"{path}.{os.getpid()}.tmp"
-    SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
-    os.replace(tmp, path)
+    _whole(path, lambda tmp: SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose())
 
 
 def _new_store_template() -> str | None:
@@ -56,9 +61,7 @@ def create_sqlite_whole(uri: str) -> None:
     if template is None:
         _make_store(path)
         return
-    tmp = f"{path}.{os.getpid()}.tmp"
-    shutil.copyfile(template, tmp)
-    os.replace(tmp, path)
+    _whole(path, lambda tmp: shutil.copyfile(template, tmp))
 
 
 def runs_page(server: str, experiment_id: str) -> str:
