@@ -44,7 +44,21 @@ class Snapshot:
     finished: dict  # stage -> {trial id: its result log}
 
 
-def snapshot(runs: Path, name: str) -> Snapshot:
+def snapshot(runs: Path, name: str, settle: float = 0.2) -> Snapshot:
+    """Read until two reads `settle` seconds apart agree: Tune writes and uploads its state and result
+    logs in place, file by file, so one read can catch a state cut short or a finished trial whose
+    log has not arrived yet (either looked like lost progress)."""
+    last = None
+    for _ in range(20):
+        now = _read(runs, name)
+        if now == last or not settle:
+            return now
+        last = now
+        time.sleep(settle)
+    return last
+
+
+def _read(runs: Path, name: str) -> Snapshot:
     state = runs / "pipelines" / name / "state.json"
     done = list(json.loads(state.read_text())["done"]) if state.exists() else []
     finished = {}
@@ -70,7 +84,7 @@ def mid_stage(snap: Snapshot) -> bool:
 
 def wait_mid_stage(driver: subprocess.Popen, runs: Path, name: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while driver.poll() is None and time.monotonic() < deadline and not mid_stage(snapshot(runs, name)):
+    while driver.poll() is None and time.monotonic() < deadline and not mid_stage(snapshot(runs, name, settle=0)):
         time.sleep(0.1)
 
 

@@ -1,18 +1,30 @@
-"""A resumed trial whose saved checkpoint is gone restores from the newest one it has on storage.
+"""What a killed driver can leave half-written, made usable again on resume.
+
+A resumed trial whose saved checkpoint is gone restores from the newest one it has on storage.
 
 Tune deletes a trial's older checkpoints (num_to_keep) as soon as it registers a newer one, but saves
 the experiment's state only every second or so: a driver killed in between leaves a state that names a
 deleted checkpoint. The resumed trial then failed to restore on every attempt ("Could not recover from
 checkpoint as it does not exist on storage anymore") and ended errored, losing its epochs. Seen in the
-killed-driver test, about one run in ten."""
+killed-driver test, about one run in ten.
+
+An experiment state file cut short: Tune writes its state in place (open, dump) and uploads it to the
+storage path the same way, so a driver killed in the middle leaves a truncated newest
+`experiment_state-*.json`; restored from it, the stage ran as a new one-trial experiment (seen in
+tests/sweep/test_engine.py). It is set aside and the newest whole one (an earlier driver's) is
+restored instead; with none, the stage starts afresh."""
 from __future__ import annotations
 
+import json
 import logging
 import posixpath
 
 from ray.tune import Callback
 
+from . import storage
 from .progress import checkpoints
+
+STATE_PREFIX = "experiment_state-"  # Tune's TuneController.CKPT_FILE_TMPL
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +53,16 @@ class RestoreFromWhatExists(Callback):
             result.metrics = {**result.metrics, **metrics, "training_iteration": epoch}
         trial.run_metadata.invalidate_cache()
         trial.invalidate_json_state()
+
+
+def whole_states(folder: str, fs, names: set) -> bool:
+    """Set aside every experiment state newer than the newest that parses; True if one parses."""
+    for name in sorted((n for n in names if n.startswith(STATE_PREFIX) and n.endswith(".json")), reverse=True):
+        path = posixpath.join(folder, name)
+        try:
+            json.loads(storage.read_text(path, fs) or "")
+            return True
+        except (ValueError, OSError):  # pyarrow's errors are OSErrors
+            log.warning("%s is cut short (a driver killed while writing it): set aside, an earlier state is restored", path)
+            fs.move(path, posixpath.join(folder, "unreadable-" + name))
+    return False

@@ -15,7 +15,7 @@ from ..train import Run
 from ..train.validate import is_function_task
 from . import storage
 from .progress import Progress, decision, error_line, result_log
-from .recovery import RestoreFromWhatExists
+from .recovery import RestoreFromWhatExists, whole_states
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import ListSearcher, build_searcher, starting_points, trial_count
@@ -182,7 +182,7 @@ def _restorable(path: str) -> bool:
     """Tune saved the experiment's state at least once. A Tuner killed before its first save leaves
     only tuner.pkl, which `Tuner.can_restore` accepts; restoring that runs with num_samples=1 (Tune's
     restore path does not pass it and finds no searcher state to take it from), so the stage ended
-    after one trial. Such a stage starts afresh."""
+    after one trial. Such a stage starts afresh, as does one whose every saved state is cut short."""
     import pyarrow.fs as pafs
 
     fs, folder = storage.filesystem_of(path)
@@ -191,7 +191,7 @@ def _restorable(path: str) -> bool:
     except (FileNotFoundError, OSError):
         return False
     names = {e.base_name for e in entries}
-    return "tuner.pkl" in names and any(n.startswith("experiment_state-") for n in names)
+    return "tuner.pkl" in names and whole_states(folder, fs, names)
 
 
 def retry_failed(spec: Spec, stage: str, storage_path: str, **kw) -> StageResult:

@@ -112,6 +112,26 @@ def test_a_stage_killed_before_tunes_first_save_runs_whole_on_resume(ray_session
     assert len(first.trials) == len(again.trials) == 6  # 2 dropout grid values x 3 draws (it ran 1)
 
 
+
+def test_a_stage_whose_newest_saved_state_is_cut_short_resumes_from_a_whole_one(ray_session, tmp_path):
+    spec = make_spec("cut_state", "random", "fifo", epochs=1, samples=2)
+    session = Session.start(spec, runs_dir=str(tmp_path))
+    first = session.stage(spec, "coarse", quiet=True)
+    folder = tmp_path / "ray" / "cut_state-coarse"
+    [state] = folder.glob("experiment_state-*.json")
+    logs = {t.trial_id: result_log(t.path) for t in first.trials}
+    # an earlier driver's whole state, and the newest one cut short by a kill while Tune wrote it
+    (folder / "experiment_state-0000-00-00_00-00-00.json").write_text(state.read_text())
+    state.write_text(state.read_text()[: len(state.read_text()) // 2])
+    again = session.stage(spec, "coarse", resume=True, quiet=True)
+    assert {t.trial_id for t in again.trials} == set(logs)  # restored: the same trials, none trained again
+    assert all(result_log(t.path) == logs[t.trial_id] for t in again.trials)
+    assert (folder / f"unreadable-{state.name}").exists()  # set aside (the resumed driver saves its own)
+    for whole in folder.glob("experiment_state-*.json"):  # every state cut short: the stage starts afresh
+        whole.write_text("{")
+    afresh = session.stage(spec, "coarse", resume=True, quiet=True)
+    assert len(afresh.trials) == 4 and not {t.trial_id for t in afresh.trials} & set(logs)
+
 FAULTY_TASK = """
 import os, time
 from raysweep.train.tasks.digits import DigitsMLP
