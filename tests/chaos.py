@@ -26,15 +26,39 @@ def trial_logs(stage_dir: Path) -> dict:
             if d.is_dir() and (d / "result.json").exists()}
 
 
-def finished_in_snapshot(stage_dir: Path) -> set:
-    """Trial ids that Tune's latest experiment snapshot of a stage holds as finished."""
-    snapshots = sorted(stage_dir.glob("experiment_state-*.json"))
-    try:
-        data = json.loads(snapshots[-1].read_text()) if snapshots else {"trial_data": []}
-    except (json.JSONDecodeError, OSError):  # being written
-        return set()
-    trials = [json.loads(t) if isinstance(t, str) else t for t, _ in data["trial_data"]]
-    return {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
+def finished_in_snapshot(stage_dir: Path) -> dict:
+    """Trial id -> its last reported epoch, for the trials that Tune's latest experiment snapshot of a
+    stage holds as finished. Tune writes the snapshot in place: a read that catches it cut short is
+    tried again."""
+    for _ in range(40):
+        snapshots = sorted(stage_dir.glob("experiment_state-*.json"))
+        try:
+            data = json.loads(snapshots[-1].read_text()) if snapshots else {"trial_data": []}
+            break
+        except (json.JSONDecodeError, OSError):  # being written
+            time.sleep(0.05)
+    else:
+        return {}
+    done = {}
+    for t, meta in data["trial_data"]:
+        t, meta = (json.loads(x) if isinstance(x, str) else x for x in (t, meta))
+        if t["status"] == "TERMINATED":
+            done[t["trial_id"]] = (meta.get("last_result") or {}).get("training_iteration", 0)
+    return done
+
+
+def _log_upto(path: Path, epochs: int) -> str:
+    """A finished trial's result log once it holds its last epoch: Tune uploads the logs after the
+    state, file by file, so a read in between finds the last lines missing."""
+    for _ in range(40):
+        text = path.read_text()
+        try:
+            if json.loads(text.splitlines()[-1]).get("training_iteration", 0) >= epochs:
+                break
+        except (IndexError, json.JSONDecodeError):  # empty, or its last line being written
+            pass
+        time.sleep(0.05)
+    return text
 
 
 @dataclass
@@ -44,27 +68,15 @@ class Snapshot:
     finished: dict  # stage -> {trial id: its result log}
 
 
-def snapshot(runs: Path, name: str, settle: float = 0.2) -> Snapshot:
-    """Read until two reads `settle` seconds apart agree: Tune writes and uploads its state and result
-    logs in place, file by file, so one read can catch a state cut short or a finished trial whose
-    log has not arrived yet (either looked like lost progress)."""
-    last = None
-    for _ in range(20):
-        now = _read(runs, name)
-        if now == last or not settle:
-            return now
-        last = now
-        time.sleep(settle)
-    return last
-
-
-def _read(runs: Path, name: str) -> Snapshot:
+def snapshot(runs: Path, name: str) -> Snapshot:
     state = runs / "pipelines" / name / "state.json"
     done = list(json.loads(state.read_text())["done"]) if state.exists() else []
     finished = {}
     for stage_dir in sorted((runs / "ray").glob(f"{name}-*")):
-        ids, logs = finished_in_snapshot(stage_dir), trial_logs(stage_dir)
-        finished[stage_dir.name] = {i: log for i in ids for folder, log in logs.items() if i in folder}
+        ids = finished_in_snapshot(stage_dir)
+        folders = [d for d in stage_dir.iterdir() if d.is_dir() and (d / "result.json").exists()]
+        finished[stage_dir.name] = {i: _log_upto(d / "result.json", epochs) for i, epochs in ids.items()
+                                    for d in folders if i in d.name}
     return Snapshot(done, finished)
 
 
@@ -84,7 +96,7 @@ def mid_stage(snap: Snapshot) -> bool:
 
 def wait_mid_stage(driver: subprocess.Popen, runs: Path, name: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while driver.poll() is None and time.monotonic() < deadline and not mid_stage(snapshot(runs, name, settle=0)):
+    while driver.poll() is None and time.monotonic() < deadline and not mid_stage(snapshot(runs, name)):
         time.sleep(0.1)
 
 
