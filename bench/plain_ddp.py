@@ -23,7 +23,8 @@ def main():
     splits = task.datasets(config)
     model = DistributedDataParallel(task.model(config))
     sampler = DistributedSampler(splits.train, shuffle=True, seed=0)
-    loader = DataLoader(splits.train, batch_size=config["batch_size"], sampler=sampler)
+    # batch_size is the global batch, split over the workers, as raysweep's trainer takes it
+    loader = DataLoader(splits.train, batch_size=config["batch_size"] // dist.get_world_size(), sampler=sampler)
     val = DataLoader(splits.val, batch_size=256, sampler=DistributedSampler(splits.val, shuffle=False))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config["lr"])
     seconds = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from ..cache import cached, whole
+
 TAG = "raysweep."
 KIND_TAG = "mlflow.experimentKind"
 REASONS = ("diverged_reason", "timeout_reason")  # why a trial ended early, from its last report: tags
@@ -13,19 +15,12 @@ _SKIP = {"status", *REASONS, "resumed_from", "trial_id", "date", "hostname", "no
          "should_checkpoint", "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore"}
 
 
-def _whole(path: str, write) -> None:
-    """`write(tmp)` makes the file in one of its own, renamed into place once whole."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _make_store(path: str) -> None:
     """MLflow's tables and migrations."""
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    _whole(path, lambda tmp: SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose())
+    whole(path, lambda tmp: SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose())
 
 
 def _new_store_template() -> str | None:
@@ -34,15 +29,7 @@ def _new_store_template() -> str | None:
     cannot be written."""
     import mlflow
 
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "raysweep")
-    path = os.path.join(cache, f"mlflow-{mlflow.__version__}-empty.db")
-    try:
-        if not os.path.exists(path):
-            os.makedirs(cache, exist_ok=True)
-            _make_store(path)
-    except OSError:
-        return None
-    return path
+    return cached(f"mlflow-{mlflow.__version__}-empty.db", _make_store)
 
 
 def create_sqlite_whole(uri: str) -> None:
@@ -61,7 +48,7 @@ def create_sqlite_whole(uri: str) -> None:
     if template is None:
         _make_store(path)
         return
-    _whole(path, lambda tmp: shutil.copyfile(template, tmp))
+    whole(path, lambda tmp: shutil.copyfile(template, tmp))
 
 
 def runs_page(server: str, experiment_id: str) -> str:
