@@ -284,7 +284,7 @@ def trial_config(spec, values: dict, seed: int) -> dict:
     from .spec.check import check_train_value
     from .spec.errors import did_you_mean
     from .spec.settings import TRAIN_KEYS
-    from .train.loop import spec_dirs
+    from .train.run import spec_dirs
     from .train.tasks import is_function, load_task
 
     space = Space(spec)

@@ -14,9 +14,9 @@ from ..spec import Space, Spec, TrainSettings
 from ..spec.distributions import data_of
 from ..sweep.progress import error_line
 from ..sweep.resources import plan
-from ..train.loop import spec_dirs
 from ..train.lr_range import range_test, suggest
 from ..train.optim import scaled_lr
+from ..train.run import spec_dirs
 
 
 def effective_lr(space: Space, config: dict, param: str, value: float) -> float:

@@ -16,9 +16,9 @@ import contextlib
 import math
 import os
 
-from ..train import Run
 from ..train.checkpoint import read_metrics, write_metrics
-from ..train.tasks import load_task
+from ..train.load import load_task
+from ..train.run import Run
 
 TEST_KEY = "evaluate_test"  # in the config of the final stage's trial: report test_* metrics too
 

@@ -6,8 +6,7 @@ import threading
 import time
 
 from ..spec import Space, Spec
-from ..train import Run, train
-from ..train.device import local_device
+from ..train.run import Run
 from . import storage
 from .hyperopt_space import from_hyperopt
 from .resources import plan
@@ -112,8 +111,12 @@ def run_trial(config: dict, payload: dict) -> None:
             storage.remove_tree(storage.join(inner, trial_id))
     elif function:
         run_in_process(full, run, report, restored, tune.get_context().get_experiment_name())
-    elif restored is not None:
-        with restored.as_directory() as directory:
-            train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)
-    else:
-        train(full, run, report, device=local_device(p.use_gpu), origin=trial_id)
+    else:  # raysweep's own loop: torch is imported here, not for a function trial
+        from ..train import train
+        from ..train.device import local_device
+
+        if restored is None:
+            train(full, run, report, device=local_device(p.use_gpu), origin=trial_id)
+        else:
+            with restored.as_directory() as directory:
+                train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)

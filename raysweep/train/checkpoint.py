@@ -6,13 +6,15 @@ import os
 import random
 
 import numpy as np
-import torch
 
 FILE = "checkpoint.pt"
 METRICS = "metrics.json"
 
 
+# torch is imported where it is used: a function trial reads and writes metrics.json without it
 def rng_state() -> dict:
+    import torch
+
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -20,6 +22,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -30,6 +34,8 @@ def set_rng_state(state: dict) -> None:
 def save(directory: str, metrics: dict | None = None, **state) -> str:
     """The state, and beside it the metrics of the epoch it ends (METRICS): a record of that epoch that
     travels with the checkpoint, should the report of it be lost with a killed driver."""
+    import torch
+
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, FILE)
     torch.save({**state, "rng": rng_state()}, path + ".tmp")
@@ -54,10 +60,14 @@ def read_metrics(directory: str) -> dict:
 
 
 def load(directory: str) -> dict:
+    import torch
+
     return torch.load(os.path.join(directory, FILE), map_location="cpu", weights_only=False)
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -6,7 +6,6 @@ every rank (only rank 0 passes a checkpoint), and the caller decides where that 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -18,11 +17,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ..spec.objective import better
 from ..spec.settings import TrainSettings
 from . import checkpoint
 from .device import precision_for
 from .optim import build_optimizer, scaled_lr
+from .run import Run
 from .schedules import Schedule
 from .step import SYNC_EVERY, Step, all_reduce, distributed, micro_batches
 from .tasks import Task, get_task
@@ -36,56 +35,11 @@ class ConfigError(ValueError):
 
 
 @dataclass
-class Run:
-    """What the sweep asks of one trial, beyond its config."""
-    task: str
-    metric: str = "val_loss"
-    mode: str = "min"
-    epochs: int = 20
-    patience: int | None = None
-    min_delta: float = 0.0
-    target: float | None = None
-    evaluate_test: bool = False
-    task_dirs: tuple = ()  # where a user task module may live (the spec's folder)
-
-    def judge(self, state: dict, value: float, epoch: int) -> str:
-        """After `epoch` with the sweep metric at `value`: update state's best and bad_epochs and say
-        whether the trial goes on (running) or why it ends."""
-        state["bad_epochs"] = 0 if _better(value, state["best"], self.mode, self.min_delta) else state["bad_epochs"] + 1
-        if _better(value, state["best"], self.mode):
-            state["best"] = value
-        if self.target is not None and not _better(self.target, value, self.mode):
-            return "target_reached"
-        if self.patience is not None and state["bad_epochs"] >= self.patience:
-            return "early_stopped"
-        return "completed" if epoch >= self.epochs else "running"
-
-    @classmethod
-    def from_spec(cls, spec, **overrides) -> Run:
-        es = spec.stopping.early_stopping
-        return cls(**{**dict(task=spec.task, metric=spec.metric.name, mode=spec.metric.mode,
-                             epochs=spec.stopping.max_epochs, patience=es.patience if es else None,
-                             min_delta=es.min_delta if es else 0.0, target=spec.stopping.target,
-                             task_dirs=spec_dirs(spec)), **overrides})
-
-
-def spec_dirs(spec) -> tuple:
-    file = spec.file
-    return (os.path.dirname(os.path.abspath(file)),) if file else ()
-
-
-@dataclass
 class Result:
     status: str  # completed | early_stopped | target_reached | diverged
     reason: str = ""
     epochs: int = 0
     metrics: dict = field(default_factory=dict)
-
-
-def _better(a: float, b: float | None, mode: str, min_delta: float = 0.0) -> bool:
-    if b is None:
-        return True
-    return better(a, b, mode, min_delta)
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ from ..spec import Expr, Spec
 from ..spec.check import check_train_values
 from ..spec.errors import allowed, did_you_mean
 from ..spec.settings import TRAIN_KEYS
-from .loop import spec_dirs
+from .run import spec_dirs
 from .tasks import Task, is_function, load_task
 from .tasks.base import MODES, SPLIT_METRICS
 

@@ -1,4 +1,5 @@
-from .base import Splits, Task, get_task, is_function, load_task
+from ..load import is_function, load_task
+from .base import Splits, Task, get_task
 from .char_lm import CharLM
 from .digits import DigitsMLP
 

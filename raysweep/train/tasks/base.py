@@ -1,9 +1,7 @@
 """What a task gives the trainer: data, a model, a loss and its metrics."""
 from __future__ import annotations
 
-import importlib
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -121,32 +119,9 @@ class Task:
         return {k: config.get(k, v) for k, v in self.params.items()}
 
 
-def load_task(ref: str, search_dirs: tuple = ()):
-    """What a spec's `task` names: a built-in Task by name, or `package.module:object` looked up on
-    sys.path and then in search_dirs (the spec file's folder, so a task can sit beside its spec).
-    The object is a Task (subclass or instance), or a plain function: a Ray Train training function
-    `f(config)` that raysweep runs as each trial."""
-    from . import BUILTIN
-
-    if ref in BUILTIN:
-        return BUILTIN[ref]()
-    module_name, _, attr = ref.partition(":")
-    for directory in search_dirs:
-        if directory not in sys.path:
-            sys.path.append(directory)
-    obj = getattr(importlib.import_module(module_name), attr)
-    if isinstance(obj, type) and issubclass(obj, Task):
-        return obj()
-    if isinstance(obj, Task) or is_function(obj):
-        return obj
-    raise TypeError(f"{ref} is a {type(obj).__name__}, neither a raysweep.train.Task nor a training function")
-
-
-def is_function(obj) -> bool:
-    return callable(obj) and not isinstance(obj, (type, Task))
-
-
 def get_task(ref: str, search_dirs: tuple = ()) -> Task:
+    from ..load import load_task
+
     task = load_task(ref, search_dirs)
     if not isinstance(task, Task):
         raise TypeError(f"{ref} is a training function, not a raysweep.train.Task")
