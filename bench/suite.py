@@ -244,14 +244,16 @@ def utilisation(tmp: str, quick: bool) -> dict:
 
 
 # -- B5: the whole pipeline vs one-stage random search at the same epoch budget ---------------------
-B5_TASKS = {  # spec, its test metric, overrides for --quick
+B5_TASKS = {  # spec, its test metric, overrides (stages sized for a 2-core machine), more for --quick
     "char_lm": ("search_spaces/char_lm.yaml", "test_loss",
-                ["stopping.max_epochs=4", "fixed.steps_per_epoch=30", "stages.lr_range_test.num_steps=40",
-                 "stages.coarse={num_samples: 10, epochs: 2, top_k: 3}", "stages.fine={num_samples: 6, top_k: 2}",
-                 "stages.seeds={top_n: 2, num_seeds: 2}"]),
-    "hard": ("bench/b5_hard.yaml", "test_accuracy",
-             ["stopping.max_epochs=6", "stages.coarse={num_samples: 10, epochs: 2, top_k: 3}",
-              "stages.fine={num_samples: 6, top_k: 2}"]),
+                ["stopping.max_epochs=5", "fixed.steps_per_epoch=40", "stages.lr_range_test.num_steps=60",
+                 "stages.coarse={num_samples: 12, epochs: 2, top_k: 3}", "stages.fine={num_samples: 8, top_k: 2}",
+                 "stages.seeds={top_n: 2, num_seeds: 2}"],
+                ["stopping.max_epochs=3", "fixed.steps_per_epoch=20", "stages.lr_range_test.num_steps=30",
+                 "stages.coarse={num_samples: 6, epochs: 1, top_k: 2}", "stages.fine={num_samples: 4, top_k: 2}"]),
+    "hard": ("bench/b5_hard.yaml", "test_accuracy", [],
+             ["stopping.max_epochs=4", "stages.coarse={num_samples: 6, epochs: 2, top_k: 2}",
+              "stages.fine={num_samples: 4, top_k: 2}"]),
 }
 
 
@@ -280,11 +282,11 @@ def pipeline_vs_random(tmp: str, quick: bool) -> dict:
     from raysweep.spec import load_spec
 
     root, seeds, detail, gains = os.path.dirname(HERE), (1 if quick else 3), {}, []
-    for task, (file, test_key, small) in B5_TASKS.items():
+    for task, (file, test_key, sized, small) in B5_TASKS.items():
         mode = "min" if test_key.endswith("loss") else "max"
         runs = {"pipeline": [], "random": [], "budget_epochs": [], "random_trials": []}
         for seed in range(seeds):
-            extra = [*(small if quick else []), f"search.seed={seed}"]
+            extra = [*sized, *(small if quick else []), f"search.seed={seed}"]
             spec = load_spec(os.path.join(root, file), extra)
             session = Session.start(spec, runs_dir=os.path.join(tmp, f"b5-{task}-{seed}"))
             done = session.pipeline(spec, fresh=True)

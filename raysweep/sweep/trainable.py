@@ -88,12 +88,16 @@ def run_trial(config: dict, payload: dict) -> None:
     restored = tune.get_checkpoint()
     p = plan(spec.resources)
 
+    function = payload.get("function")
+    if not function:  # raysweep's own loop: torch is imported here (not for a function), before the trial's clock starts
+        from ..train import train
+        from ..train.device import local_device
+
     def tune_report(metrics, directory):
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory) if directory else None)
 
     report = Watchdog(spec.stopping.trial_timeout_s, tune_report, run.metric) if spec.stopping.trial_timeout_s else tune_report
 
-    function = payload.get("function")
     if function:
         from .function import TEST_KEY, nested, run_in_process, worker_loop
 
@@ -111,12 +115,8 @@ def run_trial(config: dict, payload: dict) -> None:
             storage.remove_tree(storage.join(inner, trial_id))
     elif function:
         run_in_process(full, run, report, restored, tune.get_context().get_experiment_name())
-    else:  # raysweep's own loop: torch is imported here, not for a function trial
-        from ..train import train
-        from ..train.device import local_device
-
-        if restored is None:
-            train(full, run, report, device=local_device(p.use_gpu), origin=trial_id)
-        else:
-            with restored.as_directory() as directory:
-                train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)
+    elif restored is None:
+        train(full, run, report, device=local_device(p.use_gpu), origin=trial_id)
+    else:
+        with restored.as_directory() as directory:
+            train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)

@@ -15,7 +15,7 @@ from .policy import Policy
 from .runs import TAG, RunIndex, numeric_metrics, reason_tags, step_of
 from .writer import BatchWriter
 
-END_FLUSH_S = 5.0  # a finished trial's writes get this long before the next event; the reconcile does the rest
+END_FLUSH_S = 5.0  # the writer gets this long at the experiment's end; the reconcile does the rest
 
 
 class MlflowCallback(Callback):
@@ -107,14 +107,18 @@ class MlflowCallback(Callback):
         if errored:
             tags[TAG + "error"] = error_line_of(trial)
         writer.tags(run_id, tags)
-        if writer.flush(END_FLUSH_S):  # ended once what it reported is in (else the reconcile ends it)
-            client = self.live[0].client
-            client.log_text(run_id, json.dumps(self.params(trial), indent=1, default=str), "config.json")
-            client.set_terminated(run_id, "FAILED" if errored else "FINISHED")
+        # ended on the writer's thread once what it reported is in (else the reconcile ends it)
+        writer.call(_finish, self.live[0].client, run_id, json.dumps(self.params(trial), indent=1, default=str),
+                    "FAILED" if errored else "FINISHED")
 
     def on_experiment_end(self, trials, **info):
         if self._live is not None:
             self.live[1].close(END_FLUSH_S)
+
+
+def _finish(client, run_id: str, config: str, status: str) -> None:
+    client.log_text(run_id, config, "config.json")
+    client.set_terminated(run_id, status)
 
 
 def trial_tags(result: dict, attempt: int) -> dict:

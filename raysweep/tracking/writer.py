@@ -49,6 +49,11 @@ class BatchWriter:
     def tags(self, run_id: str, values: dict):
         self.pending.put((run_id, "tags", [RunTag(k, str(v)[:5000]) for k, v in values.items()]))
 
+    def call(self, fn, *args) -> None:
+        """Run `fn(*args)` on the writer's thread once everything queued before it is written: a trial's
+        end waits there, not on the driver (whose blocking flush per trial cost 1.3x the sweep's time)."""
+        self.pending.put((None, "call", (fn, args)))
+
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until everything queued is written; False if MLflow did not take it in time (at once
         while MLflow is failing)."""
@@ -79,13 +84,24 @@ class BatchWriter:
                 except queue.Empty:
                     break
             batches: dict = {}
-            for run_id, kind, entries in items:
-                batches.setdefault(run_id, {}).setdefault(kind, []).extend(entries)
-            for run_id, batch in batches.items():
-                for chunk in chunks(batch):
-                    self._send(run_id, chunk)
+            for run_id, kind, entries in [*items, (None, "call", None)]:
+                if kind != "call":
+                    batches.setdefault(run_id, {}).setdefault(kind, []).extend(entries)
+                    continue
+                for run, batch in batches.items():  # what came before a call is written before it runs
+                    for chunk in chunks(batch):
+                        self._send(run, chunk)
+                batches = {}
+                if entries and not self.failing:  # a call whose writes did not get through is the reconcile's
+                    self._run(*entries)
             for _ in items:
                 self.pending.task_done()
+
+    def _run(self, fn, args) -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - MLflow failing: the end-of-stage reconcile does it
+            self.last_error = describe(e)
 
     def _send(self, run_id: str, chunk: dict) -> None:
         delay = 0.5

@@ -152,6 +152,23 @@ def test_the_writer_retries_a_failed_chunk_and_never_resends_one_that_succeeded(
     assert writer.last_error == "ConnectionError: down"
 
 
+def test_a_queued_call_runs_once_what_was_queued_before_it_is_written():
+    client = FlakyClient(fail_calls={3})  # the third send fails (and is retried)
+    writer = BatchWriter(client, interval_s=0.01)
+    seen = []
+    writer.metrics("a", {"m": 1}, step=1)
+    writer.metrics("b", {"m": 2}, step=1)
+    writer.call(lambda: seen.append(len(client.calls)))  # the trial's end: after both runs' metrics
+    writer.metrics("a", {"m": 3}, step=2)
+    writer.call(lambda: seen.append(len(client.calls)))
+    deadline = time.monotonic() + 10
+    while writer.pending.unfinished_tasks and time.monotonic() < deadline:  # the retry after its backoff
+        time.sleep(0.05)
+    assert writer.close(timeout_s=1)
+    assert seen == [2, 4]  # the first call saw 2 sends; the second, the failed one and its retry
+    assert [c["metrics"][0].value for c in client.calls] == [1, 2, 3, 3]
+
+
 def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_path):
     # MLflow makes a new store in steps (tables, then migrations, about a second); a kill in between
     # left a file every later run failed on ("duplicate column name: step"). An empty cache each time:
