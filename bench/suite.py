@@ -244,11 +244,11 @@ def utilisation(tmp: str, quick: bool) -> dict:
 
 
 # -- B5: the whole pipeline vs one-stage random search at the same epoch budget ---------------------
-B5_TASKS = {  # spec, its test metric, overrides (stages sized for a 2-core machine), more for --quick
+B5_TASKS = {  # spec, its test metric, overrides (sized for a 2-core machine), more for --quick
     "char_lm": ("search_spaces/char_lm.yaml", "test_loss",
-                ["stopping.max_epochs=5", "fixed.steps_per_epoch=40", "stages.lr_range_test.num_steps=60",
-                 "stages.coarse={num_samples: 12, epochs: 2, top_k: 3}", "stages.fine={num_samples: 8, top_k: 2}",
-                 "stages.seeds={top_n: 2, num_seeds: 2}"],
+                ["resources.cpus_per_worker=0.5", "stopping.max_epochs=4", "fixed.steps_per_epoch=30",
+                 "stages.lr_range_test.num_steps=40", "stages.coarse={num_samples: 10, epochs: 2, top_k: 3}",
+                 "stages.fine={num_samples: 6, top_k: 2}", "stages.seeds={top_n: 2, num_seeds: 2}"],
                 ["stopping.max_epochs=3", "fixed.steps_per_epoch=20", "stages.lr_range_test.num_steps=30",
                  "stages.coarse={num_samples: 6, epochs: 1, top_k: 2}", "stages.fine={num_samples: 4, top_k: 2}"]),
     "hard": ("bench/b5_hard.yaml", "test_accuracy", [],

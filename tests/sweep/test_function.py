@@ -12,7 +12,7 @@ from tests.support import trial_runs
 # Written as a Ray Train user writes it: no raysweep import. Its state is one number, w, that grows
 # by lr each epoch, so a run that starts from another trial's checkpoint shows it (w != lr x epochs).
 FUNCTIONS = """
-import json, os, tempfile, time
+import json, os, sys, tempfile, time
 import ray.train
 
 def train_fn(config):
@@ -27,7 +27,7 @@ def train_fn(config):
         time.sleep(config.get("sleep", 0.0))
         w += config["lr"]
         metrics = {"score": w, "epoch": epoch, "workers": ctx.get_world_size(), "lr_seen": config["lr"],
-                   "config_json": json.dumps(config, sort_keys=True)}
+                   "config_json": json.dumps(config, sort_keys=True), "torch_imported": "torch" in sys.modules}
         if restored_lr is not None:
             metrics["restored_lr"], metrics["restored_w"] = restored_lr, w - config["lr"]
             restored_lr = None
@@ -74,6 +74,7 @@ parameters: {lr: {distribution: uniform, min: 0.1, max: 1.0}, width: {values: [1
         assert seen["num_epochs"] == 10 and t.metrics["workers"] == 1
         assert t.metrics["score"] == pytest.approx(t.config["lr"] * t.epochs)  # its own reports, in order
         assert t.metrics["reported_epoch"] == t.epochs - 1  # the function's own `epoch`, kept aside
+        assert t.metrics["torch_imported"] is False  # raysweep imports no torch into a function's trial
     epochs = sorted(t.epochs for t in result.trials)
     assert epochs[0] < 6 and epochs[-1] == 6, epochs  # raysweep ends it after the stage's epochs, ASHA earlier
     assert {t.status for t in result.trials} == {"stopped", "completed"}
