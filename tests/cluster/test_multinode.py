@@ -37,6 +37,28 @@ LOSS_SPEC = grid_spec("nodeloss", "char_lm", "seed: {values: [0, 1, 2, 3]}",
                       "{model_dim: 32, num_heads: 2, num_layers: 1, seq_len: 32, steps_per_epoch: 60, batch_size: 16, "
                       "lr: 0.003, checkpoint_every: 1}", 8, "{cpus_per_worker: 0.5, custom: {worker: 0.5}}")
 
+# a user's Ray Train function (no raysweep import) that checkpoints every epoch and reports where it began
+FUNCTION = """
+import json, os, tempfile, time
+import ray.train
+
+def train_fn(config):
+    start, checkpoint = 0, ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            start = json.load(open(os.path.join(d, "state.json")))["epoch"]
+    for epoch in range(start, 100):
+        time.sleep(config["sleep"])
+        with tempfile.TemporaryDirectory() as d:
+            json.dump({"epoch": epoch + 1}, open(os.path.join(d, "state.json"), "w"))
+            ray.train.report({"val_loss": 1.0 / (epoch + 1), "began_at": start},
+                             checkpoint=ray.train.Checkpoint.from_directory(d))
+"""
+LOSS_SPECS = {"task": LOSS_SPEC,
+              "function": grid_spec("nodeloss", "user_train:train_fn", "seed: {values: [0, 1, 2, 3]}", "{sleep: 0.5}", 8,
+                                    "{cpus_per_worker: 0.5, custom: {worker: 0.5}}")}
+
+
 def _trial_logs(folder):
     logs = {}
     for path in folder.glob("*/result.json"):
@@ -46,9 +68,11 @@ def _trial_logs(folder):
     return logs
 
 
-def test_a_lost_node_costs_epochs_not_trials(cluster, write_spec, tmp_path):
+@pytest.mark.parametrize("kind", ["task", "function"])
+def test_a_lost_node_costs_epochs_not_trials(cluster, write_spec, tmp_path, kind):
     runs = tmp_path / "runs"
-    sweep = cli_on(cluster, "sweep", write_spec(LOSS_SPEC), "--runs-dir", runs, wait=False)
+    (tmp_path / "user_train.py").write_text(FUNCTION)
+    sweep = cli_on(cluster, "sweep", write_spec(LOSS_SPECS[kind]), "--runs-dir", runs, wait=False)
     victim = node = None
     deadline = time.monotonic() + 180
     while victim is None and time.monotonic() < deadline:  # a trial past its second checkpoint, mid-run
@@ -69,6 +93,8 @@ def test_a_lost_node_costs_epochs_not_trials(cluster, write_spec, tmp_path):
     assert all(t["epochs"] == 8 for t in records.values())
     lost = records[victim]
     assert lost["attempts"] == 2 and lost["resumed_at"] and lost["resumed_at"][0] >= 1  # from its checkpoint
+    if kind == "function":  # the function itself went on from its checkpoint
+        assert lost["metrics"]["began_at"] == lost["resumed_at"][0]
     assert f"trial {victim} lost its worker" in output and "retrying: attempt 2 of 3, from epoch" in output
     assert "Raylet is terminated" not in output and "state-dump" not in output  # Ray's own logs stay in its file
     client = MlflowClient(f"sqlite:///{runs}/mlflow.db")

@@ -108,7 +108,8 @@ def test_a_metric_the_function_does_not_report_stops_the_stage_at_once(ray_sessi
         session.stage(spec, "coarse", quiet=True)
     line = str(e.value)
     assert "\n" not in line and line.startswith(f"{spec.file}:3:")
-    assert "the function reported config_json, epoch, lr_seen, score, torch_imported, workers; metric.name is 'val_accuracy'" in line
+    assert ("the function reported config_json, epoch, lr_seen, score, torch_imported, workers; "
+            "metric.name is 'val_accuracy'") in line
     log = (tmp_path / "ray" / "fn_missing-coarse" / "results.json")
     assert not log.exists()  # the stage did not end as if it had results
     started = list((tmp_path / "ray" / "fn_missing-coarse").glob("run_trial*"))
