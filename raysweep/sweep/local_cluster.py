@@ -187,7 +187,12 @@ class LocalCluster:
                 "print(json.dumps([{k: n[k] for k in ('NodeID', 'Resources')} for n in ray.nodes() if n['Alive']]))")
         env = {**os.environ, **self.env()}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-        return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else []
+        for line in reversed(out.stdout.strip().splitlines() if out.returncode == 0 else []):
+            try:  # Ray can print a line of its own after ours (seen in CI: "Expecting value")
+                return json.loads(line)
+            except ValueError:
+                continue
+        return []
 
     def wait_for(self, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
