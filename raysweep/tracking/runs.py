@@ -16,11 +16,11 @@ _SKIP = {"status", *REASONS, "resumed_from", "trial_id", "date", "hostname", "no
 
 
 def _make_store(path: str) -> None:
-    """MLflow's tables and migrations."""
+    """MLflow's tables and migrations (callers make it whole: `whole` or `cached`)."""
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    whole(path, lambda tmp: SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose())
+    SqlAlchemyStore(f"sqlite:///{path}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
 
 
 def _new_store_template() -> str | None:
@@ -46,7 +46,7 @@ def create_sqlite_whole(uri: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     template = _new_store_template()
     if template is None:
-        _make_store(path)
+        whole(path, _make_store)
         return
     whole(path, lambda tmp: shutil.copyfile(template, tmp))
 
