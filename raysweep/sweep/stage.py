@@ -15,7 +15,7 @@ from ..train import Run
 from ..train.validate import is_function_task
 from . import storage
 from .progress import Progress, decision, error_line, result_log
-from .recovery import RestoreFromWhatExists, whole_states
+from .recovery import RestoreFromWhatExists, ResultLog, whole_states
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import ListSearcher, build_searcher, starting_points, trial_count
@@ -103,7 +103,6 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     once the last `window` finished trials improved the best by less than that fraction; `configs`
     runs exactly those trainer configs instead of the spec's search."""
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
     from ray.tune.stopper import CombinedStopper
 
     epochs = epochs or spec.stopping.max_epochs
@@ -158,7 +157,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 sync_config=tune.SyncConfig(sync_period=5) if storage.is_uri(storage_path) else None,
                 stop=CombinedStopper(*stoppers),
                 # result.json: the records' source
-                callbacks=[JsonLoggerCallback(), RestoreFromWhatExists(), *progress, *rules, *callbacks],
+                callbacks=[ResultLog(), RestoreFromWhatExists(), *progress, *rules, *callbacks],
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))

@@ -33,6 +33,9 @@ def train_fn(config):
             restored_lr = None
         if config.get("evaluate_test"):
             metrics["test_score"] = 2 * w
+        if config.get("report_log"):  # every report as the function made it, to check Tune's log against
+            with open(config["report_log"], "a") as f:
+                f.write(json.dumps(metrics) + "\\n")
         with tempfile.TemporaryDirectory() as d:
             json.dump({"w": w, "epoch": epoch + 1, "lr": config["lr"]}, open(os.path.join(d, "state.json"), "w"))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if ctx.get_world_rank() == 0 else None)
@@ -134,13 +137,18 @@ scheduler:
   quantile_fraction: 0.5
   mutations: {lr: {distribution: uniform, min: 0.1, max: 1.0}}
 stopping: {max_epochs: 6}
-fixed: {sleep: 0.3}
+fixed: {sleep: 0.3, report_log: %s}
 parameters: {lr: {distribution: uniform, min: 0.1, max: 1.0}}
-""")
+""" % (tmp_path / "reports.jsonl"))
     session, result = coarse(spec, tmp_path)
     from raysweep.sweep.progress import result_log
 
-    clones = [r for t in result.trials for r in result_log(t.path) if "restored_lr" in r]
+    logged = [r for t in result.trials for r in result_log(t.path)]
+    made = [json.loads(line) for line in (tmp_path / "reports.jsonl").read_text().splitlines()]
+    # each trial's restarts (every exploit is one) keep the reports before them in its result log
+    key = ("score", "lr_seen", "restored_lr")
+    assert sorted(tuple(r.get(k, 0) for k in key) for r in logged) == sorted(tuple(r.get(k, 0) for k in key) for r in made)
+    clones = [r for r in logged if "restored_lr" in r]
     assert clones, "no trial started from a checkpoint"
     for r in clones:  # it carries on from the checkpoint's w, with its own (mutated) lr
         assert r["score"] == pytest.approx(r["restored_w"] + r["lr_seen"])
