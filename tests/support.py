@@ -33,6 +33,29 @@ def worker_node_ids(cluster) -> set:
 HEAD = {"name": "t", "task": "digits_mlp", "metric": {"name": "val_loss", "mode": "min"}}
 
 
+def off_loopback(pids) -> tuple[set, list]:
+    """(pid, name) of each process among `pids` that listens on a TCP port, and every (name, ip, port)
+    of theirs that is not on loopback."""
+    import ipaddress
+
+    import psutil
+
+    names, off = set(), []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for c in proc.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN:
+                    names.add((pid, proc.name()))
+                    address = ipaddress.ip_address(c.laddr.ip.split("%")[0])
+                    mapped = getattr(address, "ipv4_mapped", None)
+                    if not (address.is_loopback or (mapped and mapped.is_loopback)):
+                        off.append((proc.name(), c.laddr.ip, c.laddr.port))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return names, off
+
+
 def make_spec(parameters, **extra) -> Spec:
     return Spec.model_validate({**HEAD, "parameters": parameters, **extra})
 

@@ -28,6 +28,14 @@ from .. import console
 
 WORKER_RESOURCE = "worker"
 
+# `ray start` with each node's address kept at 127.0.0.1. On Linux Ray swaps 127.0.0.1 for the
+# machine's address and its servers (GCS, raylets, agents, the client server) bind every interface;
+# with its single-machine switch off, as for raysweep's own local instance (session.listen_on_loopback),
+# they bind loopback alone. That switch also refuses worker nodes: only that check is let through.
+RAY_START = ("import sys, types, ray._private.ray_constants as c, ray.scripts.scripts as s; "
+             "s.ray_constants = types.SimpleNamespace(**{**vars(c), 'ENABLE_RAY_CLUSTER': True}); "
+             "sys.argv[0] = 'ray'; s.main()")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -50,7 +58,9 @@ class LocalCluster:
 
     def env(self) -> dict:
         """What a client of this cluster needs: its address and its token (and its autoscaler's config)."""
-        env = {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_file}
+        env = {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": self.token_file,
+               # a client finds its node by its own address: 127.0.0.1 here, as the nodes' (RAY_START)
+               "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         autoscaling = os.path.join(self.dir, "autoscaling.yaml")
         if os.path.exists(autoscaling):
             env["RAYSWEEP_AUTOSCALING_CONFIG"] = autoscaling
@@ -67,7 +77,7 @@ class LocalCluster:
 
     def _ray(self, *args: str, temp: str, resources: dict | None = None, env: dict | None = None) -> None:
         os.makedirs(temp, exist_ok=True)
-        cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", *args, "--node-ip-address=127.0.0.1",
+        cmd = [sys.executable, "-c", RAY_START, "start", *args, "--node-ip-address=127.0.0.1",
                f"--temp-dir={temp}", f"--num-cpus={self.cpus_per_node:g}", "--num-gpus=0",
                "--object-store-memory=100000000", "--disable-usage-stats",
                # nodes on one machine must not share the agents' default ports (the head's job agent lost
@@ -98,7 +108,8 @@ class LocalCluster:
             with open(autoscaling_config, "w") as f:
                 yaml.safe_dump(config, f)
             extra, env = [f"--autoscaling-config={autoscaling_config}"], {"RAY_FAKE_CLUSTER": "1"}
-        self._ray("--head", f"--port={port}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+        self._ray("--head", f"--port={port}", f"--ray-client-server-port={free_port()}",
+                  "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                   f"--dashboard-port={dashboard}", *extra, temp=os.path.join(self.temp, "head"), env=env)
         self.address, self.dashboard = f"127.0.0.1:{port}", f"http://127.0.0.1:{dashboard}"
         self.save()
@@ -138,11 +149,12 @@ class LocalCluster:
         theirs (nodes an autoscaler started run under its process, in Ray's default temp folder)."""
         import psutil
 
-        root = temp or self.temp
+        # the head's Ray client server names neither: only the GCS it serves (it outlived `down`)
+        marks = [temp] if temp else [self.temp, *([f"--address={self.address}"] if self.address else [])]
         out = set()
         for p in psutil.process_iter(["pid", "cmdline"]):
             try:
-                if any(root in part for part in p.info["cmdline"] or ()):
+                if any(mark in part for part in p.info["cmdline"] or () for mark in marks):
                     out.add(p.info["pid"])
                     out.update(c.pid for c in p.children(recursive=True))
             except (psutil.NoSuchProcess, psutil.AccessDenied):

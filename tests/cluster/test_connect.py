@@ -1,7 +1,7 @@
 """Reaching a cluster: one line and exit 2 when there is nothing there or it refuses our token."""
 import time
 
-from tests.support import ROOT, cli_on, run_cli
+from tests.support import ROOT, cli_on, off_loopback, run_cli
 
 SPEC = ROOT / "search_spaces/digits_mlp.yaml"
 
@@ -55,3 +55,10 @@ def test_cluster_errors_ray_relays_to_the_driver_go_to_its_log_file(cluster, tmp
                          text=True, timeout=120, env={**__import__("os").environ, **cluster.env()})
     assert out.returncode == 0 and out.stdout.strip() == "relayed", out.stdout + out.stderr
     assert "Raylet is terminated. [state-dump] test" in log.read_text()  # kept, in Ray's log file
+
+
+def test_every_node_of_the_local_cluster_listens_on_loopback_only(cluster):
+    listening, off = off_loopback(cluster.pids())
+    names = [name for _, name in listening]
+    assert "gcs_server" in names and names.count("raylet") >= 2, listening  # it did look, at worker nodes too
+    assert not off, off

@@ -6,7 +6,7 @@ import yaml
 from ray.autoscaler._private.util import validate_config
 
 from raysweep.sweep.local_cluster import FAKE_CONFIG, up
-from tests.support import cli_on
+from tests.support import cli_on, off_loopback
 
 
 def test_fake_cluster_config_passes_rays_schema():
@@ -37,6 +37,8 @@ def test_autoscaled_nodes_run_the_trials(tmp_path):
         [trial] = json.loads((tmp_path / "runs3/ray/digits_mlp-sweep/results.json").read_text())["trials"]
         assert trial["status"] == "completed" and len(set(trial["metrics"]["ddp_nodes"].split(","))) == 3
         assert len([n for n in cluster.alive_nodes() if "worker" in n["Resources"]]) >= 3
+        listening, off = off_loopback(cluster.pids())  # the autoscaler's nodes too
+        assert [name for _, name in listening].count("raylet") >= 3 and not off, off
     finally:
         cluster.down()
     assert not cluster.pids()  # its autoscaler's nodes went with it
