@@ -15,7 +15,7 @@ from . import console
 from .spec import ExprError, SpecError, load_spec
 from .spec.model import STAGES
 from .sweep.resources import ClusterError
-from .train.loop import ConfigError
+from .train.run import ConfigError  # torch-free: the driver never imports torch
 
 
 def load_checked(file, overrides=()):

@@ -3,7 +3,7 @@ No Ray and no MLflow in here: the loop reports through a callable it is given. N
 use, so what needs no torch (Run, a user's training function) does not import it."""
 from importlib import import_module
 
-_WHERE = {"train": "loop", "Result": "loop", "ConfigError": "loop", "evaluate": "loop", "Run": "run",
+_WHERE = {"train": "loop", "Result": "loop", "ConfigError": "run", "evaluate": "loop", "Run": "run",
           "Task": "tasks", "Splits": "tasks", "get_task": "tasks"}
 __all__ = list(_WHERE)
 

@@ -21,17 +21,13 @@ from ..spec.settings import TrainSettings
 from . import checkpoint
 from .device import precision_for
 from .optim import build_optimizer, scaled_lr
-from .run import Run
+from .run import ConfigError, Run
 from .schedules import Schedule
 from .step import SYNC_EVERY, Step, all_reduce, distributed, micro_batches
 from .tasks import Task, get_task
 from .tasks.base import BATCH_QUALITIES
 
 Report = Callable[[dict, "str | None"], None]
-
-
-class ConfigError(ValueError):
-    """A trial config the trainer cannot run (e.g. a batch that does not split over the workers)."""
 
 
 @dataclass

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 from ..spec.objective import better
 
 
+class ConfigError(ValueError):
+    """A trial config the trainer cannot run (e.g. a batch that does not split over the workers)."""
+
+
 @dataclass
 class Run:
     """What the sweep asks of one trial, beyond its config."""
