@@ -10,7 +10,7 @@ from ray.tune.experiment import Trial
 from raysweep.spec import Spec
 from raysweep.sweep import StageResult, TrialRecord
 from raysweep.tracking import Tracker, pending
-from raysweep.tracking.writer import BatchWriter
+from raysweep.tracking.writer import BatchWriter, SqliteMetrics
 
 SPEC = Spec.model_validate({"name": "t", "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},
                             "parameters": {"lr": {"distribution": "loguniform", "min": 1e-3, "max": 1e-1}}})
@@ -167,6 +167,44 @@ def test_a_queued_call_runs_once_what_was_queued_before_it_is_written():
     assert writer.close(timeout_s=1)
     assert seen == [2, 4]  # the first call saw 2 sends; the second, the failed one and its retry
     assert [c["metrics"][0].value for c in client.calls] == [1, 2, 3, 3]
+
+
+def test_metric_rows_written_to_sqlite_directly_read_back_as_mlflows_own_log_batch_leaves_them(tmp_path):
+    import math
+
+    import pytest
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("x")
+    ours, theirs = (client.create_run(experiment).info.run_id for _ in range(2))
+    fast = SqliteMetrics.of(client)
+    batches = [
+        [Metric("loss", 0.5, 1000, 1), Metric("acc", math.nan, 1000, 1), Metric("big", math.inf, 1000, 1)],
+        [Metric("loss", 0.4, 2000, 2), Metric("loss", 0.4, 2000, 2), Metric("acc", 0.9, 2000, 2),
+         Metric("big", -math.inf, 2000, 2)],                        # a duplicate within the batch
+        [Metric("loss", 0.9, 3000, 1), Metric("acc", 0.1, 900, 2)],  # older steps / times logged later
+        [Metric("loss", 0.4, 2000, 2), Metric("loss", 0.3, 2000, 2)],  # a row again; a tie on step and time
+    ]
+    for batch in batches:
+        fast.write(ours, batch)
+        client.log_batch(theirs, metrics=batch)
+
+    def seen(run_id):
+        latest = {k: repr(v) for k, v in client.get_run(run_id).data.metrics.items()}  # repr: nan == nan
+        history = {k: sorted((m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, k))
+                   for k in latest}
+        return latest, history
+
+    assert seen(ours) == seen(theirs)
+    assert seen(ours)[0]["loss"] == "0.4" and len(seen(ours)[1]["loss"]) == 4
+    [best] = client.search_runs([experiment], order_by=["metrics.loss ASC"], max_results=1)  # latest_metrics
+    assert best.data.metrics["loss"] == 0.4
+    client.delete_run(ours)
+    with pytest.raises(MlflowException):  # as log_batch refuses a deleted run
+        fast.write(ours, batches[0])
+    assert SqliteMetrics.of(FlakyClient(fail_calls=set())) is None  # another store: MLflow's log_batch
 
 
 def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_path):
