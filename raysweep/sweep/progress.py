@@ -92,10 +92,12 @@ class Progress(Callback):
         self.best = None
         self.best_trial = None
         self.started = self.last_print = time.monotonic()
+        self.counted = False
 
     def __setstate__(self, state):  # Tune pickles callbacks with the experiment: a restore starts the clock
         self.__dict__.update(state)
         self.started = self.last_print = time.monotonic()
+        self.counted = False
 
     def _better(self, value):
         if value is None or not math.isfinite(value):
@@ -122,6 +124,20 @@ class Progress(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.running.add(trial.trial_id)
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self.counted:
+            return
+        self.counted = True
+        # a resumed stage: the trials earlier drivers finished count too (the line read "1/20 done"
+        # with 5 restored), each once however this callback came back
+        self.counts = {}
+        for t in trials:
+            if t.status in ("TERMINATED", "ERROR"):
+                d = decision(t.last_result, t.status == "ERROR")
+                self.counts[d] = self.counts.get(d, 0) + 1
+                if self._better((t.last_result or {}).get(self.metric)):
+                    self.best, self.best_trial = t.last_result[self.metric], t.trial_id
 
     def on_step_end(self, iteration, trials, **info):
         self.pending = sum(t.status == "PENDING" for t in trials)
