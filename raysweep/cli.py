@@ -358,6 +358,26 @@ class Interrupt:
             self.done = True
 
 
+def _exit_now(code: int) -> None:
+    """Leave without Python's exit hooks: Ray's (a 0.5 s sleep, then the core worker's teardown) made
+    Ctrl-C take 2.3 s to return on a cluster, 3.5 s on a local instance. Nothing of the sweep's is lost
+    that a SIGKILL would keep (tested): results are on disk, MLflow's writer is a daemon thread either
+    way, and a cluster reaps the actors of a driver that is gone. A local instance this process started
+    is shut down first: its agents outlived the driver otherwise."""
+    import logging
+    import os
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        from .session import owns_ray
+
+        if owns_ray():
+            ray.shutdown()
+    logging.shutdown()  # Ray's log file
+    sys.stdout.flush()
+    os._exit(code)
+
+
 def main(argv=None) -> None:
     interrupt = Interrupt()
     if threading.current_thread() is threading.main_thread():
@@ -378,7 +398,7 @@ def main(argv=None) -> None:
         interrupt.handled()
         console.error("raysweep: interrupted; finished trials are kept: run the same command again to go on "
                       "(`raysweep sweep` with --resume)")
-        sys.exit(130)
+        _exit_now(130)
     except Exception as e:
         if not console.routed():
             raise

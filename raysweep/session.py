@@ -115,7 +115,15 @@ def listen_on_loopback() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+_OWN_INSTANCE = False  # this process started the Ray instance it is connected to
+
+
+def owns_ray() -> bool:
+    return _OWN_INSTANCE
+
+
 def connect_ray(address: str | None, log_file: str | None = None) -> None:
+    global _OWN_INSTANCE
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")  # DDP reports reach Tune sooner
@@ -156,6 +164,7 @@ def connect_ray(address: str | None, log_file: str | None = None) -> None:
             raise ClusterError(f"the Ray cluster at {address} refused this client's token "
                                f"(RAY_AUTH_MODE={os.environ.get('RAY_AUTH_MODE', 'unset')}); {token_help}") from None
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {e}") from None
+    _OWN_INSTANCE = address in (None, "", "local")
     for name in ("ray.tune", "ray.train", "ray.air", "mlflow"):  # banners and DB-creation notes
         logging.getLogger(name).setLevel(logging.WARNING)
     # trials a stage-wide stop ended before they started have no results: not worth a warning

@@ -97,6 +97,24 @@ def test_killed_driver_resumes_without_repeating_finished_trials(tmp_path, spec,
         assert len((trial_dir / "result.json").read_text().splitlines()) == 20
 
 
+def test_ctrl_c_ends_the_command_at_once_and_takes_its_local_ray_instance_with_it(tmp_path):
+    import psutil
+
+    args = [sys.executable, "-m", "raysweep", "sweep", SPEC, *SMALL, *LONGER, "--runs-dir", str(tmp_path)]
+    driver = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    for line in driver.stdout:
+        if "] 1/6 done" in line:
+            break
+    ray_processes = psutil.Process(driver.pid).children(recursive=True)  # its GCS, raylet, agents, trials
+    assert any(p.name() == "raylet" for p in ray_processes)
+    os.killpg(driver.pid, signal.SIGINT)  # as a terminal sends Ctrl-C
+    assert driver.wait(timeout=60) == 130
+    assert driver.stderr.read().strip().splitlines()[-1].startswith("raysweep: interrupted; finished trials are kept")
+    _, alive = psutil.wait_procs(ray_processes, timeout=15)
+    assert not alive, [(p.pid, p.name()) for p in alive]  # none outlives the command (its agents did, once)
+
+
 def saved_checkpoint(stage_dir) -> str | None:
     """The checkpoint Tune's newest saved experiment state would restore its one trial from."""
     from ray.tune.utils.serialization import TuneFunctionDecoder
