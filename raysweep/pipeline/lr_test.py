@@ -12,10 +12,10 @@ from dataclasses import asdict
 from .. import console
 from ..spec import Space, Spec, TrainSettings
 from ..spec.distributions import data_of
+from ..spec.settings import scaled_lr
 from ..sweep.progress import error_line
 from ..sweep.resources import plan
 from ..train.lr_range import range_test, suggest
-from ..train.optim import scaled_lr
 from ..train.run import spec_dirs
 
 

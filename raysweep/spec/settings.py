@@ -5,6 +5,7 @@ Every other key in a trial's config belongs to the task (model width, dropout, .
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,3 +50,9 @@ class TrainSettings(BaseModel):
 
 TRAIN_KEYS = frozenset(TrainSettings.model_fields)
 BUILTIN_TASKS = ("digits_mlp", "char_lm")
+
+
+def scaled_lr(s: TrainSettings) -> float:
+    """Linear or sqrt scaling of `lr` from the batch size it was tuned for to the global batch."""
+    ratio = s.batch_size / s.lr_scaling_base
+    return s.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[s.lr_scaling]

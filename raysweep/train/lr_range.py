@@ -7,15 +7,8 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from ..spec.settings import TrainSettings
-from . import checkpoint
-from .device import precision_for
-from .optim import build_optimizer
-from .step import Step, micro_batches
-from .tasks import get_task
 
 
 @dataclass
@@ -35,6 +28,15 @@ def range_test(config: dict, task_ref: str, task_dirs: tuple = (), start_lr: flo
     """One pass of `num_steps` optimizer steps at lr = start * (end/start)^(i/(n-1)), over the training
     split (repeated if short), with the config's optimizer, parameter groups, clipping and gradient
     accumulation: the trainer's own step. Losses are read from the device every `read_every` steps."""
+    import torch  # here, not at the top: the driver reads `suggest` without torch
+    from torch.utils.data import DataLoader
+
+    from . import checkpoint
+    from .device import precision_for
+    from .optim import build_optimizer
+    from .step import Step, micro_batches
+    from .tasks import get_task
+
     s = TrainSettings.model_validate(config)
     checkpoint.seed_everything(s.seed)
     task = get_task(task_ref, tuple(task_dirs))

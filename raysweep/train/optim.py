@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..spec.settings import TrainSettings
+from ..spec.settings import TrainSettings, scaled_lr  # noqa: F401 - the loop's, kept here
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: bool) -> list[dict]:
@@ -79,7 +79,3 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def scaled_lr(s: TrainSettings) -> float:
-    """Linear or sqrt scaling of `lr` from the batch size it was tuned for to the global batch."""
-    ratio = s.batch_size / s.lr_scaling_base
-    return s.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[s.lr_scaling]

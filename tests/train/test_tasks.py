@@ -24,3 +24,13 @@ def test_digits_come_from_the_cache_after_the_first_load(tmp_path):
     assert (tmp_path / "raysweep" / "digits-v1.npz").exists()
     assert first["sklearn"] and not again["sklearn"]  # the second process never imported scikit-learn
     assert (first["sum"], first["labels"]) == (again["sum"], again["labels"])  # the same split, the same values
+
+
+def test_the_driver_names_and_checks_the_built_in_tasks_without_importing_torch():
+    # torch cost every command 0.8 s of its start (each restart of an interrupted pipeline too)
+    code = ("import sys; from raysweep.cli import load_checked; import raysweep.session, raysweep.pipeline.runner, "
+            "raysweep.pipeline.lr_test, raysweep.report; "
+            "[load_checked(f) for f in ('search_spaces/digits_mlp.yaml', 'search_spaces/char_lm.yaml')]; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr

@@ -2,59 +2,7 @@
 a fixed list of Python standard-library modules, read as bytes (vocabulary 256)."""
 from __future__ import annotations
 
-import functools
-import importlib
-import inspect
-
-import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import Dataset
-
 from .base import Splits, Task
-
-CORPUS_MODULES = ("argparse", "textwrap", "string", "json.decoder", "json.encoder", "csv", "difflib",
-                  "fractions", "heapq", "bisect", "shlex", "calendar", "statistics", "pprint")
-
-
-@functools.lru_cache(maxsize=1)
-def corpus() -> torch.Tensor:
-    text = "\n".join(inspect.getsource(importlib.import_module(m)) for m in CORPUS_MODULES)
-    return torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
-
-
-class Windows(Dataset):
-    """`count` fixed windows of seq_len+1 bytes at seeded random offsets: (input, next-byte target)."""
-
-    def __init__(self, data: torch.Tensor, seq_len: int, count: int, seed: int):
-        self.data, self.seq_len = data, seq_len
-        self.starts = np.random.default_rng(seed).integers(0, len(data) - seq_len - 1, size=count)
-
-    def __len__(self):
-        return len(self.starts)
-
-    def __getitem__(self, i):
-        chunk = self.data[self.starts[i]: self.starts[i] + self.seq_len + 1]
-        return chunk[:-1], chunk[1:]
-
-
-class CharTransformer(nn.Module):
-    def __init__(self, dim, heads, layers, dropout, seq_len, vocab=256):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.zeros(seq_len, dim))
-        block = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu", batch_first=True,
-                                           norm_first=True)
-        self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, vocab)
-        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(seq_len), persistent=False)
-
-    def forward(self, x):
-        t = x.shape[1]
-        h = self.embed(x) + self.pos[:t]
-        h = self.blocks(h, mask=self.mask[:t, :t], is_causal=True)
-        return self.head(self.norm(h))
 
 
 class CharLM(Task):
@@ -64,6 +12,8 @@ class CharLM(Task):
               "steps_per_epoch": 50, "batch_size": 32}
 
     def datasets(self, config):
+        from .char_lm_model import Windows, corpus
+
         s = self.settings(config)
         data = corpus()
         a, b = int(len(data) * 0.8), int(len(data) * 0.9)
@@ -73,6 +23,8 @@ class CharLM(Task):
                       Windows(data[b:], seq, 256, seed=3))
 
     def model(self, config):
+        from .char_lm_model import CharTransformer
+
         s = self.settings(config)
         return CharTransformer(int(s["model_dim"]), int(s["num_heads"]), int(s["num_layers"]), float(s["dropout"]),
                                int(s["seq_len"]))

@@ -4,9 +4,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import TensorDataset
 
 from ...cache import cached
 from .base import Splits, Task
@@ -34,6 +31,8 @@ def _digits() -> tuple:
 
 @functools.lru_cache(maxsize=1)
 def _splits() -> tuple:
+    import torch
+
     x, y = _digits()
     x = (x / 16.0).astype(np.float32)
     order = np.random.default_rng(0).permutation(len(x))  # fixed split, the same on every machine
@@ -47,10 +46,14 @@ class DigitsMLP(Task):
     params = {"hidden": 128, "layers": 2, "dropout": 0.1}
 
     def datasets(self, config):
+        from torch.utils.data import TensorDataset
+
         train, val, test = _splits()
         return Splits(TensorDataset(*train), TensorDataset(*val), TensorDataset(*test))
 
     def model(self, config):
+        from torch import nn
+
         s = self.settings(config)
         layers, width = [], 64
         for _ in range(int(s["layers"])):
