@@ -30,7 +30,17 @@ def trial_rows(record) -> dict[int, dict]:
     # a worker can checkpoint an epoch after the scheduler stopped it: Tune never accepted that
     # report, so it is not part of the trial (its record ends at `last`)
     rows = {step_of(r): r for r in checkpoint_log(folder, fs) if step_of(r) <= last}
-    rows.update({step_of(r): r for r in result_log(folder, fs)})
+    logged: dict = {}
+    for r in result_log(folder, fs):
+        # a step at or below one logged before it begins another attempt (a retry, a resume, a PBT
+        # clone) from there on: what the earlier one logged past it is not the trial's. Tune keeps a
+        # lost attempt's lines (one that finished 20 epochs in the second before a kill, then stopped
+        # at 6 when trained again: its run read 1-20, seen in bench/interruptions.py)
+        step = step_of(r)
+        for later in [s for s in logged if s > step]:
+            del logged[later]
+        logged[step] = r
+    rows.update(logged)
     if record.ended_as and step_of(record.metrics) not in rows:
         # it cloned a PBT donor's last checkpoint and ended there without training on: its final
         # state is the donor's, which Tune holds as its last result (and the stage records)

@@ -94,7 +94,9 @@ def test_a_trial_trained_again_from_scratch_after_a_kill_holds_only_its_last_att
     callback.on_experiment_end([])
     folder = tmp_path / "t1"
     folder.mkdir()
-    (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 100)) for s in (1, 2)))
+    # Tune's log holds both attempts: the lost one's 5 epochs, then the 2 of the one that counts
+    (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 100 + (s > 2) / 10))
+                                                   for s in (1, 2, 3, 4, 5, 1, 2)))
     record = TrialRecord("t1", {"lr": 0.01}, "stopped", 0.52, 2, metrics=result("t1", 2, 0.52), path=str(folder))
     assert tracker.finish_stage(stage(tmp_path, record), "k")
     client = MlflowClient(tracker.uri)
