@@ -42,8 +42,12 @@ def finished_in_snapshot(stage_dir: Path) -> dict:
     done = {}
     for t, meta in data["trial_data"]:
         t, meta = (json.loads(x) if isinstance(x, str) else x for x in (t, meta))
-        if t["status"] == "TERMINATED":
-            done[t["trial_id"]] = (meta.get("last_result") or {}).get("training_iteration", 0)
+        epochs = (meta.get("last_result") or {}).get("training_iteration", 0)
+        # a trial a stage-wide stop (fine's stop rule) ended before it started is TERMINATED with no
+        # report: not a finished trial, and not in the stage's records (bench/interruptions.py counted
+        # two such as lost)
+        if t["status"] == "TERMINATED" and epochs:
+            done[t["trial_id"]] = epochs
     return done
 
 
