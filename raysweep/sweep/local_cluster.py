@@ -117,7 +117,9 @@ class LocalCluster:
     def add_node(self, wait: bool = True) -> str:
         name = f"w{len(self.nodes) + 1}"
         temp = os.path.join(self.temp, name)
-        before = len(self.alive_nodes()) if wait else 0
+        # known by id, not counted: a node killed just before may still be listed alive here and gone
+        # by the time its replacement joins (a count then waited for a node too many: seen in CI)
+        before = {n["NodeID"] for n in self.alive_nodes()} if wait else set()
         for attempt in (1, 2):
             try:
                 self._ray(f"--address={self.address}", temp=temp, resources={WORKER_RESOURCE: self.cpus_per_node})
@@ -131,7 +133,11 @@ class LocalCluster:
         self.nodes.append({"name": name, "temp": temp})
         self.save()
         if wait:
-            self.wait_for(before + 1)
+            deadline = time.monotonic() + 60
+            while not {n["NodeID"] for n in self.alive_nodes()} - before:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {name} did not join within 60 s")
+                time.sleep(1)
         return name
 
     def node_of(self, pid: int) -> str | None:
