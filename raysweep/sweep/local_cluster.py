@@ -133,11 +133,7 @@ class LocalCluster:
         self.nodes.append({"name": name, "temp": temp})
         self.save()
         if wait:
-            deadline = time.monotonic() + 60
-            while not {n["NodeID"] for n in self.alive_nodes()} - before:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"node {name} did not join within 60 s")
-                time.sleep(1)
+            self.wait_for(lambda nodes: {n["NodeID"] for n in nodes} - before, f"node {name}")
         return name
 
     def node_of(self, pid: int) -> str | None:
@@ -212,11 +208,12 @@ class LocalCluster:
                 continue
         return []
 
-    def wait_for(self, count: int, timeout: float = 60) -> None:
+    def wait_for(self, joined, what: str, timeout: float = 60) -> None:
+        """Until `joined(alive nodes)` holds; `what` names the nodes awaited in the error."""
         deadline = time.monotonic() + timeout
-        while len(self.alive_nodes()) < count:
+        while not joined(self.alive_nodes()):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"fewer than {count} nodes joined within {timeout:g} s")
+                raise RuntimeError(f"{what} did not join within {timeout:g} s")
             time.sleep(1)
 
     def down(self) -> None:
@@ -260,7 +257,7 @@ def up(directory: str, workers: int, cpus_per_node: float = 1, fake: bool = Fals
                 workers = sum(t.get("min_workers", 0) for t in yaml.safe_load(f)["available_node_types"].values())
         for _ in range(0 if fake else workers):
             cluster.add_node(wait=False)
-        cluster.wait_for(workers + 1, timeout=120 if fake else 60)
+        cluster.wait_for(lambda nodes: len(nodes) >= workers + 1, f"all {workers + 1} nodes", timeout=120 if fake else 60)
     except BaseException:
         cluster.down()
         raise

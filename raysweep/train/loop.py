@@ -17,10 +17,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ..spec.settings import TrainSettings
+from ..spec.settings import TrainSettings, scaled_lr
 from . import checkpoint
 from .device import precision_for
-from .optim import build_optimizer, scaled_lr
+from .optim import build_optimizer
 from .run import ConfigError, Run
 from .schedules import Schedule
 from .step import SYNC_EVERY, Step, all_reduce, distributed, micro_batches

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from ..spec.settings import TrainSettings, scaled_lr  # noqa: F401 - the loop's, kept here
+from ..spec.settings import TrainSettings
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: bool) -> list[dict]:
@@ -77,5 +77,3 @@ class Lamb(torch.optim.Optimizer):
                 trust = w_norm / u_norm if w_norm > 0 and u_norm > 0 and math.isfinite(u_norm) else 1.0
                 p.add_(update, alpha=-group["lr"] * trust)
         return loss
-
-

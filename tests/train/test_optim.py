@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from raysweep.spec.settings import OPTIMIZERS, TrainSettings
-from raysweep.train.optim import Lamb, build_optimizer, param_groups, scaled_lr
+from raysweep.spec.settings import OPTIMIZERS, TrainSettings, scaled_lr
+from raysweep.train.optim import Lamb, build_optimizer, param_groups
 from raysweep.train.tasks import get_task
 
 
