@@ -1,6 +1,6 @@
 """The live half of MLflow tracking, as a thin Tune callback: a run per trial under its stage's run,
-made with its params and tags at its first report (or its error), each report queued on the writer,
-its end. Nothing here may stop the sweep (policy.py); whatever did not get through is written by the
+made (on the writer's thread) with its params and tags at its first report (or its error), each
+report queued on the writer, its end. Nothing here may stop the sweep (policy.py); whatever did not get through is written by the
 end-of-stage reconcile."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..sweep.progress import decision, error_line_of
 from ..sweep.trainable import suggestion, trial_config
 from .policy import Policy
 from .runs import TAG, RunIndex, numeric_metrics, reason_tags, step_of
-from .writer import BatchWriter
+from .writer import BatchWriter, Pending
 
 END_FLUSH_S = 5.0  # the writer gets this long at the experiment's end; the reconcile does the rest
 
@@ -52,17 +52,21 @@ class MlflowCallback(Callback):
         space = self.live[3]
         return trial_config(space, suggestion(trial.config, space, self.nested))
 
-    def _run(self, trial) -> str:
-        if trial.trial_id in self.runs:
-            return self.runs[trial.trial_id]
+    def _run(self, trial):
+        """The trial's run id, or the Pending run the writer makes (one that MLflow refused is asked again)."""
+        known = self.runs.get(trial.trial_id)
+        if known is not None and not (isinstance(known, Pending) and known.failed):
+            return known
         index, writer, _, _ = self.live
         if self.stage_run_id is None:
             self.setup()
             if self.stage_run_id is None:
                 raise ConnectionError("no stage run")
         tags, name = {TAG + "trial_id": trial.trial_id}, f"{self.stage}-{trial.trial_id}"
-        if self.fresh and not trial.num_failures:  # a new stage has no runs to find: no search per trial
-            run_id, existed = index.create(tags, name, self.stage_run_id), False
+        if known is not None:  # its making failed: it may still have got in
+            run_id, existed = writer.create(lambda: index.find_or_create(tags, name, self.stage_run_id)[0]), False
+        elif self.fresh and not trial.num_failures:  # a new stage has no runs to find: no search per trial
+            run_id, existed = writer.create(lambda: index.create(tags, name, self.stage_run_id)), False
         else:
             run_id, existed = index.find_or_create(tags, name, self.stage_run_id)
         params = self.params(trial)

@@ -10,7 +10,7 @@ from ray.tune.experiment import Trial
 from raysweep.spec import Spec
 from raysweep.sweep import StageResult, TrialRecord
 from raysweep.tracking import Tracker, pending
-from raysweep.tracking.writer import BatchWriter, SqliteMetrics
+from raysweep.tracking.writer import BatchWriter, SqliteMetrics, resolved
 
 SPEC = Spec.model_validate({"name": "t", "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},
                             "parameters": {"lr": {"distribution": "loguniform", "min": 1e-3, "max": 1e-1}}})
@@ -57,7 +57,7 @@ def test_a_pbt_clone_that_ends_on_its_donors_checkpoint_logs_that_final_epoch(tm
                          ended_as="a_00007")
     assert tracker.finish_stage(stage(tmp_path, record), "k")
     client = MlflowClient(tracker.uri)
-    run = client.get_run(callback.runs["a_00006"])
+    run = client.get_run(resolved(callback.runs["a_00006"]))
     assert history(client, run.info.run_id) == {1: 0.6, 2: 0.7, 3: 0.95}
     assert run.data.tags["raysweep.resumed_from"] == "a_00007" and run.data.tags["raysweep.decision"] == "completed"
     assert run.info.status == "FINISHED"
@@ -78,10 +78,11 @@ def test_an_epoch_whose_report_died_with_the_driver_is_logged_from_its_checkpoin
     callback.on_trial_start(0, [], trial)
     callback.on_trial_result(0, [], trial, result("t1", 3, 0.8, status="completed"))  # what the new driver saw
     callback.on_trial_complete(0, [], trial)
+    callback.on_experiment_end([])
     record = TrialRecord("t1", {"lr": 0.01}, "completed", 0.8, 3, metrics=result("t1", 3, 0.8), path=str(folder))
     assert tracker.finish_stage(stage(tmp_path, record), "k")
     client = MlflowClient(tracker.uri)
-    assert history(client, callback.runs["t1"]) == {1: 0.6, 2: 0.7, 3: 0.8}
+    assert history(client, resolved(callback.runs["t1"])) == {1: 0.6, 2: 0.7, 3: 0.8}
 
 
 def test_a_trial_trained_again_from_scratch_after_a_kill_holds_only_its_last_attempts_epochs(tmp_path):
@@ -103,6 +104,42 @@ def test_a_trial_trained_again_from_scratch_after_a_kill_holds_only_its_last_att
     (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`raysweep.trial_id` = 't1'")
     assert history(client, run.info.run_id) == {1: 0.51, 2: 0.52}
     assert run.data.tags["raysweep.decision"] == "stopped" and run.info.status == "FINISHED"
+
+
+def test_a_run_mlflow_did_not_make_is_asked_for_again_at_the_next_report_and_the_reconcile_fills_the_gap(tmp_path):
+    tracker, callback, trial = live(tmp_path, "t1")
+    index, writer = callback.live[0], callback.live[1]
+    make, calls = index.create, []
+
+    def create(*args):  # the first try fails as a server that is down does
+        calls.append(args)
+        if len(calls) == 1:
+            raise ConnectionError("MLflow down")
+        return make(*args)
+
+    index.create = create
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, result("t1", 1, 0.6))
+    writer.flush(5)
+    assert callback.runs["t1"].failed and callback.runs["t1"].id is None
+    callback.on_trial_result(0, [], trial, result("t1", 2, 0.7))
+    deadline = time.monotonic() + 10  # a flush does not wait while the last write failed: the run is awaited
+    while callback.runs["t1"].id is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer.flush(5)
+    run_id = resolved(callback.runs["t1"])
+    client = MlflowClient(tracker.uri)
+    assert len(calls) == 2 and history(client, run_id) == {2: 0.7}  # epoch 1's report had no run to go to
+    assert client.get_run(run_id).data.params["lr"] == "0.01"
+    folder = tmp_path / "t1"
+    folder.mkdir()
+    (folder / "result.json").write_text("\n".join(json.dumps(result("t1", s, 0.5 + s / 10)) for s in (1, 2)))
+    record = TrialRecord("t1", {"lr": 0.01}, "completed", 0.7, 2, metrics=result("t1", 2, 0.7), path=str(folder))
+    callback.on_trial_complete(0, [], trial)
+    callback.on_experiment_end([])
+    assert tracker.finish_stage(stage(tmp_path, record), "k")
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`raysweep.trial_id` = 't1'")
+    assert run.info.run_id == run_id and history(client, run_id) == {1: 0.6, 2: 0.7}
 
 
 def test_a_stage_end_with_mlflow_down_returns_within_its_bound_and_a_later_sync_writes_everything(tmp_path):
@@ -203,9 +240,13 @@ def test_metric_rows_written_to_sqlite_directly_read_back_as_mlflows_own_log_bat
     assert seen(ours)[0]["loss"] == "0.4" and len(seen(ours)[1]["loss"]) == 4
     [best] = client.search_runs([experiment], order_by=["metrics.loss ASC"], max_results=1)  # latest_metrics
     assert best.data.metrics["loss"] == 0.4
+    other = client.create_run(experiment).info.run_id
     client.delete_run(ours)
     with pytest.raises(MlflowException):  # as log_batch refuses a deleted run
         fast.write(ours, batches[0])
+    # the writer's transaction of several runs: the deleted one is left out, the others' rows go in
+    assert fast.write_many({ours: batches[1], other: batches[1]}) == [ours]
+    assert len(client.get_metric_history(other, "loss")) == 1 and client.get_run(other).data.metrics["acc"] == 0.9
     assert SqliteMetrics.of(FlakyClient(fail_calls=set())) is None  # another store: MLflow's log_batch
 
 
