@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -68,27 +67,15 @@ def main():
 
 
 def ray_instance(tmp: Path) -> dict:
-    """A Ray head on loopback with 2 CPUs and token auth, for this process's lifetime; the environment
-    its clients need."""
+    """A one-node Ray cluster (raysweep's local cluster: loopback, token auth) with 2 CPUs for this
+    process's lifetime; the environment its clients need."""
     import atexit
 
-    import psutil
+    from raysweep.sweep.local_cluster import up
 
-    from raysweep.sweep.local_cluster import free_port
-
-    token, temp, port = tmp / "token", tmp / "ray", free_port()
-    token.write_text(secrets.token_hex(32))
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
-    subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}",
-                    "--node-ip-address=127.0.0.1", f"--temp-dir={temp}", "--num-cpus=2", "--include-dashboard=false",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True)
-
-    def stop():  # this instance's processes only (never `ray stop`)
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(str(temp) in part for part in proc.info["cmdline"] or ()):
-                proc.kill()
-    atexit.register(stop)
-    return {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    cluster = up(str(tmp / "cluster"), workers=0, cpus_per_node=2)
+    atexit.register(cluster.down)  # its own processes only (never `ray stop`)
+    return {**os.environ, **cluster.env()}
 
 
 if __name__ == "__main__":
