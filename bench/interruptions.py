@@ -4,6 +4,7 @@ ratio (all drivers' time together over the uninterrupted run's), and what the in
 trials (lost, trained again), progress (gone back) and MLflow (trials or epochs twice). In one run.
 
     .venv/bin/python bench/interruptions.py [--kills 5] [--seed 0] [--spec search_spaces/digits_mlp.yaml] [--on-ray]
+        [--window 0.15 0.45]
 
 Each moment is drawn from 15-45 % of the uninterrupted run's time after that driver started, so the
 interruptions fall all along the pipeline. A restart costs a new local Ray instance (the driver's own,
@@ -36,6 +37,9 @@ def main():
     parser.add_argument("--spec", default="search_spaces/digits_mlp.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--on-ray", action="store_true", help="drivers as clients of a running Ray instance")
+    parser.add_argument("--window", type=float, nargs=2, default=(0.15, 0.45), metavar=("LO", "HI"),
+                        help="each moment, as fractions of the uninterrupted time after that driver's start "
+                             "(a longer pipeline needs a narrower one to be interrupted --kills times)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))
     env = ray_instance(tmp) if args.on_ray else None
@@ -54,14 +58,15 @@ def main():
 
     broken = tmp / "interrupted"
     chaos = interrupted_run(["run", args.spec, *sets, "--runs-dir", broken], broken, name, kills=args.kills,
-                            seed=args.seed, window=(0.15 * baseline, 0.45 * baseline), env=env)
+                            seed=args.seed, window=(args.window[0] * baseline, args.window[1] * baseline), env=env)
     assert chaos.returncode == 0, chaos.output[-3000:]
     figures = audit(chaos, broken, name, STAGES, expected)
     figures.update(uninterrupted_s=round(baseline, 1), ratio=round(sum(chaos.seconds) / baseline, 2),
-                   spec=args.spec, overrides=args.overrides, seed=args.seed, cpus=os.cpu_count(),
+                   spec=args.spec, overrides=args.overrides, seed=args.seed, window=args.window, cpus=os.cpu_count(),
                    drivers_on=("a running Ray instance" if args.on_ray else "each its own local Ray instance"))
     print(json.dumps(figures, indent=1))
-    out = HERE / "results" / ("interruptions_on_ray.json" if args.on_ray else "interruptions.json")
+    out = HERE / "results" / (f"interruptions{'_on_ray' if args.on_ray else ''}"
+                              f"{'' if name == 'digits_mlp' else '_' + name}.json")
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"written: {out}")
 

@@ -104,22 +104,25 @@ class Progress(Callback):
             return False
         return self.best is None or better(value, self.best, self.mode)
 
-    def line(self) -> str:
+    def line(self, explain: bool = False) -> str:
+        """The stage's state; with `explain`, why its pending trials wait (asked of the cluster): said
+        only when nothing has reported for a while, since between one trial's end and the next one's
+        start the freed slot always looks taken."""
         done = sum(self.counts.values())
         parts = [f"{k.replace('_', ' ')} {v}" for k, v in sorted(self.counts.items())]
         best = f"best {self.metric} {self.best:.4g} ({self.best_trial})" if self.best is not None else "no result yet"
         elapsed = time.monotonic() - self.started
-        waiting = ""
-        if self.pending and self.plan is not None:
+        waiting = f", {self.pending} pending" if self.pending else ""
+        if self.pending and explain and self.plan is not None:
             from .resources import free_nodes, waiting_reason
 
             why = waiting_reason(self.plan, free_nodes())
-            waiting = f", {self.pending} pending" + (f" ({why})" if why else "")
+            waiting += f" ({why})" if why else ""
         return (f"[{self.stage}] {done}/{self.total} done ({', '.join(parts) or '-'}), {len(self.running)} running"
                 f"{waiting}; {best}; {int(elapsed // 60):02d}:{int(elapsed % 60):02d}")
 
-    def _print(self):
-        console.say(self.line())
+    def _print(self, explain: bool = False):
+        console.say(self.line(explain))
         self.last_print = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -142,7 +145,7 @@ class Progress(Callback):
     def on_step_end(self, iteration, trials, **info):
         self.pending = sum(t.status == "PENDING" for t in trials)
         if self.pending and time.monotonic() - self.last_print > self.every_s:
-            self._print()  # nothing may report while trials wait for a node: say so, and why
+            self._print(explain=True)  # nothing may report while trials wait for a node: say so, and why
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self.running.discard(trial.trial_id)

@@ -19,3 +19,22 @@ def test_a_resumed_stage_counts_the_trials_earlier_drivers_finished():
                                       "best val_accuracy 0.95 (b)")
     progress.on_trial_complete(2, restored, trial("d", "TERMINATED", 0.97))
     assert progress.line().startswith("[fine] 4/20 done (completed 2, early stopped 1, errored 1)")
+
+
+def test_a_trials_end_line_counts_pending_trials_and_only_a_heartbeat_asks_the_cluster_why(monkeypatch):
+    # between one trial's end and the next one's start the freed slot still looks taken: every end
+    # line read "2 pending (needs 1 CPU; largest free node has 0 CPU)" on a sweep that lacked nothing
+    from raysweep.spec.model import Resources
+    from raysweep.sweep import resources
+    from raysweep.sweep.resources import plan
+
+    asked = []
+    monkeypatch.setattr(resources, "free_nodes", lambda: asked.append(1) or [{"CPU": 0.0}])
+    progress = Progress("coarse", "val_accuracy", "max", total=10, plan=plan(Resources()), every_s=0.0)
+    trials = [trial("a", "RUNNING"), trial("b", "PENDING"), trial("c", "PENDING")]
+    progress.on_trial_start(0, trials, trials[0])
+    progress.on_step_end(0, trials)  # a heartbeat while trials wait: why they wait, from the cluster
+    assert asked and "2 pending (needs 1 CPU; largest free node has 0 CPU)" in progress.line(explain=True)
+    asked.clear()
+    progress.on_trial_complete(1, trials, trial("a", "TERMINATED", 0.9))
+    assert "0 running, 2 pending; no result yet" in progress.line() and not asked
