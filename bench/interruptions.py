@@ -60,7 +60,9 @@ def main():
     chaos = interrupted_run(["run", args.spec, *sets, "--runs-dir", broken], broken, name, kills=args.kills,
                             seed=args.seed, window=(args.window[0] * baseline, args.window[1] * baseline), env=env)
     assert chaos.returncode == 0, chaos.output[-3000:]
-    figures = audit(chaos, broken, name, STAGES, expected)
+    from raysweep.spec import load_spec
+
+    figures = audit(chaos, broken, name, STAGES, expected, metric=load_spec(args.spec, args.overrides).metric.name)
     figures.update(uninterrupted_s=round(baseline, 1), ratio=round(sum(chaos.seconds) / baseline, 2),
                    spec=args.spec, overrides=args.overrides, seed=args.seed, window=args.window, cpus=os.cpu_count(),
                    drivers_on=("a running Ray instance" if args.on_ray else "each its own local Ray instance"))

@@ -159,7 +159,8 @@ def interrupted_run(args: list, runs: Path, name: str, kills: int, seed: int, wi
     return chaos
 
 
-def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_expected: dict) -> dict:
+def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_expected: dict,
+          metric: str = "val_accuracy") -> dict:
     """Figures: finished trials lost, finished trials trained again, times progress went back, stages
     with other than their number of trials, trials and epochs held twice in MLflow (or missing)."""
     from mlflow.tracking import MlflowClient
@@ -193,7 +194,7 @@ def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_exp
         missing += len({t["trial_id"] for t in trials} - set(ids))
         epochs = {t["trial_id"]: t["epochs"] for t in trials}
         for r in mine:
-            steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy"))
+            steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, metric))
             extra_steps += steps != list(range(1, epochs.get(r.data.tags["raysweep.trial_id"], 0) + 1))
     counts = {stage: len(results.get(f"{name}-{stage}", [])) for stage in trials_expected}
     by_parent: dict = {}

@@ -27,6 +27,13 @@ from .step import SYNC_EVERY, Step, all_reduce, distributed, micro_batches
 from .tasks import Task, get_task
 from .tasks.base import BATCH_QUALITIES
 
+# Between checkpoints by time: at least this long, and long enough that saving costs at most this share
+# of the trial's time, never more than checkpoint_every_s. Work lost to a killed driver or node is then
+# bounded by about a minute while checkpoints are cheap: with only checkpoint_every_s (300 s), char_lm's
+# trials (1-2 minutes) started over at every interruption of bench/interruptions.py, 53 s a restart.
+MIN_CHECKPOINT_S = 30.0
+CHECKPOINT_SHARE = 0.05
+
 Report = Callable[[dict, "str | None"], None]
 
 
@@ -149,7 +156,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
     net = DistributedDataParallel(model) if ddp else model
     step = Step(net, model, task, optimizer, scaler, precision, s, device, state["first_loss"])
     samples_per_epoch = len(sampler) * world
-    last_save = time.monotonic()
+    last_save, save_cost = time.monotonic(), 0.0
 
     for epoch in range(state["epoch"], run.epochs):
         # -- one epoch: optimizer steps over groups of micro-batches; the host reads the device's sums
@@ -205,10 +212,11 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         # -- checkpoint (rank 0) and report (every rank) ------------------------------------------
         state["epoch"] = epoch + 1
         directory = None
+        every_s = min(s.checkpoint_every_s, max(MIN_CHECKPOINT_S, save_cost / CHECKPOINT_SHARE))
         save_now = (status != "running" or (s.checkpoint_every and (epoch + 1) % s.checkpoint_every == 0)
-                    or time.monotonic() - last_save >= s.checkpoint_every_s)
+                    or time.monotonic() - last_save >= every_s)
         if save_now and rank == 0:
-            last_save = time.monotonic()
+            saving = time.monotonic()
             directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), metrics, model=model.state_dict(),
                                         optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                                         scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin)
@@ -217,6 +225,9 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         finally:
             if directory:
                 shutil.rmtree(directory, ignore_errors=True)
+                # its cost: the save and the report that persisted it (a copy to shared storage)
+                last_save = time.monotonic()
+                save_cost = last_save - saving
         if status != "running":
             return Result(status, "", epoch + 1, metrics)
     return Result("completed", "", state["epoch"], {})

@@ -97,6 +97,23 @@ def test_checkpoints_every_n_epochs_and_at_the_end():
     assert seen == [(1, False), (2, True), (3, False), (4, True), (5, True)]
 
 
+def test_checkpoints_by_time_every_30_s_unless_saving_would_cost_more_than_its_share(monkeypatch):
+    from raysweep.train import loop
+
+    def saved(**settings):
+        seen = []
+        train({"batch_size": 128, **settings}, Run(task="digits_mlp", epochs=4), lambda m, d: seen.append(d is not None))
+        return seen
+
+    assert saved() == [False, False, False, True]  # 4 short epochs: under 30 s, only the final one
+    monkeypatch.setattr(loop, "MIN_CHECKPOINT_S", 0.0)
+    monkeypatch.setattr(loop, "CHECKPOINT_SHARE", 1e9)
+    assert saved() == [True] * 4  # cheap saves and no minimum: every epoch ends past the interval
+    monkeypatch.setattr(loop, "CHECKPOINT_SHARE", 1e-9)  # a save "costs" more than any interval allows
+    assert saved() == [True, False, False, True]  # after the first, none until checkpoint_every_s (300 s)
+    assert saved(checkpoint_every_s=1e-6) == [True] * 4  # which bounds the interval
+
+
 def test_early_stopping_after_patience_epochs():
     run_ = Run(task="digits_mlp", metric="val_loss", mode="min", epochs=10, patience=2, min_delta=10.0)
     result, reports, _ = run({"batch_size": 64}, run_)
