@@ -1,7 +1,7 @@
 """The live half of MLflow tracking, as a thin Tune callback: a run per trial under its stage's run,
 made (on the writer's thread) with its params and tags at its first report (or its error), each
-report queued on the writer, its end. Nothing here may stop the sweep (policy.py); whatever did not get through is written by the
-end-of-stage reconcile."""
+report queued on the writer, its end. Nothing here may stop the sweep (policy.py); whatever did not
+get through is written by the end-of-stage reconcile."""
 from __future__ import annotations
 
 import json

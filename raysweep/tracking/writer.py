@@ -70,12 +70,6 @@ class SqliteMetrics:
                        "is_nan = excluded.is_nan WHERE (excluded.step, excluded.timestamp, excluded.value) > "
                        f"({latest.name}.step, {latest.name}.timestamp, {latest.name}.value)")
 
-    def write(self, run_id: str, metrics: list) -> None:
-        from mlflow.exceptions import MlflowException
-
-        if self.write_many({run_id: metrics}):
-            raise MlflowException(f"run {run_id} is not active: its metrics are not taken")
-
     def write_many(self, batches: dict) -> list:
         """Several runs' rows in one transaction: sqlite commits with a sync to disk (15-20 ms here), and
         a commit per run and batch was most of the writer's time. Runs that are not active (deleted, or
