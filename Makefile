@@ -7,7 +7,7 @@
 PYTHON      ?= python3
 VENV        ?= .venv
 TORCH_SPEC  ?= torch==2.13.0
-SPEC        ?= search_spaces/digits_mlp.yaml
+SPEC        ?= search_spaces/char_lm_small.yaml
 ARGS        ?=
 PYTEST_ARGS ?=
 EXTRAS      ?= test

@@ -3,6 +3,7 @@ saved in state.json (a rerun reads them back), given to the caller's hook, and r
 best_config.yaml, always by attribute."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 
@@ -35,6 +36,9 @@ class SeedsOutcome:
     path: str | None = None
 
 
+BASELINE_KEY = "raysweep_baseline"  # marks the final stage's untuned trial in its config
+
+
 @dataclass(frozen=True)
 class FinalOutcome:
     path: str
@@ -42,6 +46,21 @@ class FinalOutcome:
     config: dict
     value: float
     test: dict                        # test_* metrics
+    baseline_value: float | None = None  # the untuned baseline's, trained beside it (none: not run)
+    baseline_status: str | None = None
+    baseline_test: dict = field(default_factory=dict)
+
+    def versus(self, metric: str, mode: str) -> str:
+        """What tuning bought: the untuned baseline against the chosen config, on the test split."""
+        key = "test_" + metric.removeprefix("val_")
+        tuned, untuned = self.test.get(key), self.baseline_test.get(key)
+        line = f"untuned baseline ({self.baseline_status}, the same seed): {metric} " + (
+            "none" if self.baseline_value is None else f"{self.baseline_value:.4g}")
+        if tuned is None or untuned is None or not math.isfinite(untuned):
+            return line
+        gain = (untuned - tuned if mode == "min" else tuned - untuned) / abs(untuned) if untuned else 0.0
+        return (f"{line}, {key} {untuned:.4g}; tuned {tuned:.4g}, "
+                f"{abs(gain):.1%} {'better' if gain >= 0 else 'worse'}")
 
 
 Outcome = LrTestOutcome | SearchOutcome | SeedsOutcome | FinalOutcome

@@ -28,7 +28,7 @@ from ..sweep import StageResult, TrialRecord, stage_dir, storage
 from ..train.validate import is_function_task
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
-from .outcomes import FinalOutcome, LrTestOutcome, Outcome, SearchOutcome, SeedsOutcome, from_state, to_state
+from .outcomes import BASELINE_KEY, FinalOutcome, LrTestOutcome, Outcome, SearchOutcome, SeedsOutcome, from_state, to_state
 from .seeds import summarize, warning
 
 
@@ -267,27 +267,45 @@ class Pipeline:
         self._done("seeds", outcome)
         return outcome
 
+    def baseline(self, chosen: dict) -> dict | None:
+        """The untuned config trained beside the chosen one: the spec's fixed settings with raysweep's and
+        the task's defaults (a training function has none raysweep knows, so only values the spec gives),
+        on the chosen config's seed."""
+        given = self.spec.stages.final.baseline
+        if given is False or (given is True and is_function_task(self.spec)):
+            return None
+        return {**(given if isinstance(given, dict) else {}), **({"seed": chosen["seed"]} if "seed" in chosen else {}),
+                BASELINE_KEY: True}
+
     def final(self, spec: Spec, chosen: dict | None) -> FinalOutcome:
         if "final" in self.state["done"]:
             return self.done["final"]
         if chosen is None:
             raise PipelineError("final: no earlier stage chose a config; enable coarse, fine or seeds")
         epochs = self.stage_epochs(self.spec.stages.seeds.epochs)
-        self.log(f"[final] the chosen config once more for {epochs} epochs, then the held-out test split")
+        baseline = self.baseline(chosen)
+        self.log(f"[final] the chosen config once more for {epochs} epochs"
+                 + (", beside the untuned baseline," if baseline else "") + " then the held-out test split")
         result = self.run_stage(self.fixed_spec(spec, 1, epochs), "final", resume=True, epochs=epochs, num_samples=1,
-                                points=[chosen], evaluate_test=True)
-        if not result.trials or result.trials[0].status in ("errored", "diverged"):
+                                configs=[chosen, *([baseline] if baseline else [])], evaluate_test=True)
+        trials = [t for t in result.trials if not t.config.get(BASELINE_KEY)]
+        if not trials or trials[0].status in ("errored", "diverged"):
             raise PipelineError(f"final: the chosen config did not train ({result.path}/results.json)")
-        trial = result.trials[0]
+        trial, base = trials[0], next((t for t in result.trials if t.config.get(BASELINE_KEY)), None)
         test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
-        path = self.write_best(trial.config, trial, test, epochs)
+        outcome = FinalOutcome(result.path, "", trial.config, trial.value, test)
+        if base is not None:
+            outcome = replace(outcome, baseline_value=base.value, baseline_status=base.status,
+                              baseline_test={k: v for k, v in base.metrics.items() if k.startswith("test_")})
+        outcome = replace(outcome, best_config=self.write_best(trial, outcome, epochs))
         self.log(f"[final] {spec.metric.name} {trial.value:.4g}; " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()))
-        self.log(f"best config: {path}")
-        outcome = FinalOutcome(result.path, path, trial.config, trial.value, test)
+        if base is not None:
+            self.log(f"[final] {outcome.versus(spec.metric.name, spec.metric.mode)}")
+        self.log(f"best config: {outcome.best_config}")
         self._done("final", outcome)
         return outcome
 
-    def write_best(self, config: dict, trial: TrialRecord, test: dict, epochs: int) -> str:
+    def write_best(self, trial: TrialRecord, outcome: FinalOutcome, epochs: int) -> str:
         """best_config.yaml: a spec with every chosen value fixed and the spec's derived values and
         constraints kept (`raysweep train` trains exactly the final run's config), and what each
         stage measured under `results`."""
@@ -295,7 +313,9 @@ class Pipeline:
         from ..train.validate import check_task
 
         done, spec = self.done, self.spec
-        results = {f"final_{spec.metric.name}": trial.value, **test,
+        config = trial.config
+        results = {f"final_{spec.metric.name}": trial.value, **outcome.test,
+                   **{f"baseline_{k}": v for k, v in outcome.baseline_test.items()},
                    **{f"{k}_stage_best": v.best for k, v in done.items() if isinstance(v, SearchOutcome)}}
         if isinstance(s := done.get("seeds"), SeedsOutcome):
             results.update({f"seeds_{spec.metric.name}_mean": s.mean, f"seeds_{spec.metric.name}_std": s.std,

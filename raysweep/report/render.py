@@ -34,6 +34,10 @@ def sections(a: Analysis, figures: dict[str, str]) -> list[tuple[str, list]]:
         head.append(f"Best trial: {best[0].stage} {best[0].trial_id}, {metric} = {_value(best[0].value)}.")
     if s.test:
         head.append("Held-out test: " + ", ".join(f"{k} = {_value(v)}" for k, v in sorted(s.test.items())) + ".")
+    if s.baseline_test:
+        head.append("The untuned baseline (the spec's fixed settings and defaults, nothing searched), trained beside "
+                    "it on the same seed: " + ", ".join(f"{k} = {_value(v)}" for k, v in sorted(s.baseline_test.items()))
+                    + ".")
     out = [("Summary", head)]
 
     tops = [f"Top trials over all search stages, then each stage's ({len([t for st in s.stages for t in st.trials])} "

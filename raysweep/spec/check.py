@@ -154,6 +154,12 @@ def _check_search(spec, fail):
             why = params[key].family.refuse(params[key], value)
             if why:
                 fail(path, *why)
+    baseline = spec.stages.final.baseline
+    for key in (baseline if isinstance(baseline, dict) else ()):  # its values may lie outside the ranges
+        path = ("stages", "final", "baseline", key)
+        if key not in params:
+            fail(path, f"'{key}' is not a parameter{did_you_mean(key, params)}",
+                 "give the baseline values of searched parameters; fixed settings already apply to it")
 
 
 def _check_points_complete(spec, space, fail):

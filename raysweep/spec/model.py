@@ -221,6 +221,9 @@ class SeedsStage(Strict):
 
 class FinalStage(Strict):
     enabled: bool = True
+    # trained beside the chosen config, to show what tuning bought: true = the spec's fixed settings
+    # with raysweep's and the task's defaults (nothing searched); a mapping sets some parameters; false = off
+    baseline: bool | dict[str, Any] = True
 
 
 class Stages(Strict):

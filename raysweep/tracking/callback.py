@@ -12,7 +12,7 @@ from ..spec import Space, Spec
 from ..sweep.progress import decision, error_line_of
 from ..sweep.trainable import suggestion, trial_config
 from .policy import Policy
-from .runs import TAG, RunIndex, numeric_metrics, reason_tags, step_of
+from .runs import TAG, RunIndex, numeric_metrics, reason_tags, role_split, step_of
 from .writer import BatchWriter, Pending
 
 END_FLUSH_S = 5.0  # the writer gets this long at the experiment's end; the reconcile does the rest
@@ -69,7 +69,7 @@ class MlflowCallback(Callback):
             run_id, existed = writer.create(lambda: index.create(tags, name, self.stage_run_id)), False
         else:
             run_id, existed = index.find_or_create(tags, name, self.stage_run_id)
-        params = self.params(trial)
+        params, role = role_split(self.params(trial))
         self.keys[trial.trial_id] = set(params)
         if existed:  # a resumed sweep: only the steps the run lacks are written
             self.steps[trial.trial_id] = self.steps.get(trial.trial_id, set()) | {
@@ -77,7 +77,7 @@ class MlflowCallback(Callback):
         else:
             writer.params(run_id, params)
             writer.tags(run_id, {TAG + "kind": "trial", TAG + "stage": self.stage, TAG + "trial_id": trial.trial_id,
-                                 TAG + "seed": params.get("seed", 0), TAG + "decision": "running"})
+                                 TAG + "seed": params.get("seed", 0), TAG + "decision": "running", **role})
         self.runs[trial.trial_id] = run_id
         return run_id
 

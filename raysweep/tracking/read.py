@@ -49,6 +49,7 @@ class SweepView:
     lr_test: dict | None = None
     seeds: dict | None = None
     test: dict = field(default_factory=dict)
+    baseline_test: dict = field(default_factory=dict)  # the untuned baseline's, trained beside the final run
 
 
 class NotFound(LookupError):
@@ -128,7 +129,9 @@ def load_sweep(client, run_id: str) -> SweepView:
     return SweepView(experiment, experiment_id, run_id, kind, metric, mode, stages,
                      spec=_artifact_json(client, run_id, "spec_resolved.yaml", yaml.safe_load) if pipeline else None,
                      lr_test=lr_test, seeds=_artifact_json(client, run_id, "seeds.json") if pipeline else None,
-                     test={k: v for k, v in run.data.metrics.items() if k.startswith("test_")})
+                     test={k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
+                     baseline_test={k.removeprefix("baseline_"): v for k, v in run.data.metrics.items()
+                                    if k.startswith("baseline_test_")})
 
 
 def latest_run(client, experiment: str) -> str:

@@ -13,7 +13,7 @@ from ..sweep import StageResult, storage
 from ..sweep.progress import checkpoint_log, result_log
 from .callback import trial_tags
 from .policy import Policy
-from .runs import TAG, RunIndex, numeric_metrics, reason_tags, step_of
+from .runs import TAG, RunIndex, numeric_metrics, reason_tags, role_split, step_of
 from .writer import chunks
 
 
@@ -51,6 +51,7 @@ def trial_rows(record) -> dict[int, dict]:
 def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str, record, run=None) -> None:
     client = index.client
     tags = {TAG + "trial_id": record.trial_id}
+    params, role = role_split(record.config)
     if run is not None:
         logged = {m.step for m in client.get_metric_history(run.info.run_id, metric)}
         if logged and max(logged) > _last_step(record):
@@ -61,7 +62,7 @@ def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str,
     if run is None:
         run_id = index.create(tags, f"{stage}-{record.trial_id}", stage_run_id)
         logged, status = set(), "RUNNING"
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in record.config.items()])
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     else:
         run_id, status = run.info.run_id, run.info.status
     now = int(time.time() * 1000)
@@ -72,8 +73,7 @@ def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str,
             ts = int(row.get("timestamp", 0) * 1000) or now
             metrics += [Metric(k, float(v), ts, step) for k, v in numeric_metrics(row, record.config).items()]
     end_tags.update({TAG + "kind": "trial", TAG + "stage": stage, TAG + "seed": record.config.get("seed", 0),
-                     TAG + "decision": record.status,
-                     **reason_tags(record.metrics)})
+                     TAG + "decision": record.status, **role, **reason_tags(record.metrics)})
     if record.error:
         end_tags[TAG + "error"] = record.error
     have = run.data.tags if run is not None else {}

@@ -6,6 +6,7 @@ import hashlib
 import os
 
 from ..cache import cached, whole
+from ..pipeline.outcomes import BASELINE_KEY
 
 TAG = "raysweep."
 KIND_TAG = "mlflow.experimentKind"
@@ -63,6 +64,14 @@ def step_of(result: dict) -> int:
 
 def reason_tags(last: dict) -> dict:
     return {TAG + k: str(last[k])[:5000] for k in REASONS if last.get(k)}
+
+
+def role_split(config: dict) -> tuple[dict, dict]:
+    """A trial's config as MLflow params, and its role tag: the final stage's untuned baseline is marked
+    in its config (a mark, not a parameter)."""
+    if not config.get(BASELINE_KEY):
+        return config, {}
+    return {k: v for k, v in config.items() if k != BASELINE_KEY}, {TAG + "role": "baseline"}
 
 
 def numeric_metrics(result: dict, params=()) -> dict:

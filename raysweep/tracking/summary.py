@@ -75,7 +75,10 @@ def log_outcome(index: RunIndex, parent: str, stage_run: str | None, metric: str
         client.set_tag(parent, TAG + "seeds_ranking_stable", str(outcome.stable))
     elif isinstance(outcome, FinalOutcome):
         client.log_artifact(parent, outcome.best_config)
-        client.log_batch(parent, metrics=_metrics({**outcome.test, f"best_{metric}": outcome.value}),
+        baseline = {f"baseline_{k}": v for k, v in outcome.baseline_test.items()}
+        if outcome.baseline_value is not None:
+            baseline[f"baseline_best_{metric}"] = outcome.baseline_value
+        client.log_batch(parent, metrics=_metrics({**outcome.test, f"best_{metric}": outcome.value, **baseline}),
                          params=[Param(k, str(v)[:6000]) for k, v in outcome.config.items()])
 
 

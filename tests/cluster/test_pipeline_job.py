@@ -130,8 +130,14 @@ def test_best_config_is_a_valid_spec_with_the_winner_and_its_test_accuracy(pipel
     seeds = json.loads((runs / "pipelines" / NAME / "seeds.json").read_text())
     winner = seeds["ranked"][0]
     assert {k: best.fixed[k] for k in winner["config"]} == winner["config"]
-    final = json.loads((runs / "ray" / f"{NAME}-final" / "results.json").read_text())["trials"][0]
+    final, baseline = sorted(json.loads((runs / "ray" / f"{NAME}-final" / "results.json").read_text())["trials"],
+                             key=lambda t: bool(t["config"].get("raysweep_baseline")))
     assert trial_config(best, {}, seed=0) == final["config"]  # `raysweep train` trains what the final run did
+    # the untuned baseline beside it: the spec's fixed settings and defaults, nothing searched, the same seed
+    assert baseline["config"]["raysweep_baseline"] and not set(baseline["config"]) & set(winner["config"])
+    assert baseline["config"]["seed"] == final["config"]["seed"] and baseline["epochs"] == 6
+    assert best.results["baseline_test_accuracy"] == baseline["metrics"]["test_accuracy"]
+    assert f"test_accuracy {baseline['metrics']['test_accuracy']:.4g}; tuned " in pipeline["second"].stdout
     assert 0.5 < best.results["test_accuracy"] == final["metrics"]["test_accuracy"] <= 1.0
     assert best.results["seeds_val_accuracy_mean"] == pytest.approx(winner["mean"])
     assert f"test_accuracy {best.results['test_accuracy']:.4g}" in pipeline["second"].stdout
@@ -150,7 +156,7 @@ def test_mlflow_holds_one_pipeline_run_over_every_stage_and_each_trial_once(pipe
               if "raysweep.stage" in r.data.tags and "raysweep.trial_id" not in r.data.tags}
     assert set(stages) == {"lr_range_test", "coarse", "fine", "seeds", "final"}
     assert all(r.data.tags["mlflow.parentRunId"] == top.info.run_id for r in stages.values())
-    for stage, expected in (("coarse", 6), ("fine", 8), ("seeds", 6), ("final", 1)):
+    for stage, expected in (("coarse", 6), ("fine", 8), ("seeds", 6), ("final", 2)):
         trials = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == stages[stage].info.run_id]
         ids = [r.data.tags["raysweep.trial_id"] for r in trials]
         assert len(ids) == expected == len(set(ids)), (stage, ids)
@@ -159,6 +165,13 @@ def test_mlflow_holds_one_pipeline_run_over_every_stage_and_each_trial_once(pipe
         for r in trials:  # every epoch once, also for the trials the kill interrupted
             steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
             assert sorted(steps) == list(range(1, epochs[r.data.tags["raysweep.trial_id"]] + 1)), (stage, steps)
+    final_runs = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == stages["final"].info.run_id]
+    [baseline] = [r for r in final_runs if r.data.tags.get("raysweep.role") == "baseline"]
+    assert "raysweep_baseline" not in baseline.data.params and "base_lr" not in baseline.data.params
+    assert top.data.metrics["baseline_test_accuracy"] == baseline.data.metrics["test_accuracy"]
+    report = (runs / "pipelines" / NAME / "report" / "report.html").read_text()  # built from MLflow
+    untuned = baseline.data.metrics["test_accuracy"]
+    assert f"nothing searched), trained beside it on the same seed: test_accuracy = {untuned:.4g}" in report
     artifacts = {a.path for a in client.list_artifacts(top.info.run_id)}
     assert {"best_config.yaml", "seeds.json"} <= artifacts
     assert {"lr_range.png", "lr_range.json"} <= {a.path for a in client.list_artifacts(stages["lr_range_test"].info.run_id)}

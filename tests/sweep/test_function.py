@@ -168,6 +168,7 @@ def test_the_pipeline_on_a_function_skips_the_lr_test_and_asks_the_final_run_for
     assert "lr_range_test" not in done and {"coarse", "fine", "seeds", "final"} <= done.keys()
     final = done["final"]
     assert final.test == {"test_score": pytest.approx(2 * final.value)}
+    assert final.baseline_value is None  # a function has no defaults raysweep knows: no untuned baseline
     assert "evaluate_test" not in final.config  # raysweep's request, not a parameter of the chosen config
     with open(final.best_config) as f:
         assert "raysweep sweep" in f.readline()  # a function's config runs again as a one-trial sweep
