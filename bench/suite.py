@@ -294,7 +294,7 @@ def pipeline_vs_random(tmp: str, quick: bool) -> dict:
     root, seeds, detail, gains = os.path.dirname(HERE), (1 if quick else 3), {}, []
     for task, (file, test_key, sized, small) in B5_TASKS.items():
         mode = "min" if test_key.endswith("loss") else "max"
-        runs = {"pipeline": [], "random": [], "budget_epochs": [], "random_trials": []}
+        runs = {"pipeline": [], "random": [], "untuned": [], "budget_epochs": [], "random_trials": []}
         for seed in range(seeds):
             extra = [*sized, *(small if quick else []), f"search.seed={seed}"]
             spec = load_spec(os.path.join(root, file), extra)
@@ -305,13 +305,15 @@ def pipeline_vs_random(tmp: str, quick: bool) -> dict:
             flat = load_spec(os.path.join(root, file), [
                 *extra, f"name={spec.name}_random", "scheduler={type: fifo}", "stages.lr_range_test.enabled=false",
                 f"stages.coarse={{num_samples: {trials}, epochs: {spec.stopping.max_epochs}, top_k: 1, method: random}}",
-                "stages.fine.enabled=false", "stages.seeds.enabled=false"])
+                "stages.fine.enabled=false", "stages.seeds.enabled=false", "stages.final.baseline=false"])
             random_done = Session.start(flat, runs_dir=os.path.join(tmp, f"b5-{task}-{seed}")).pipeline(flat, fresh=True)
             runs["pipeline"].append(done["final"].test[test_key])
             runs["random"].append(random_done["final"].test[test_key])
+            runs["untuned"].append(done["final"].baseline_test.get(test_key))  # trained beside the pipeline's
             runs["budget_epochs"].append(round(budget, 1))
             runs["random_trials"].append(trials)
-            print(f"B5 {task} seed {seed}: {test_key} pipeline {runs['pipeline'][-1]:.4g}, random {runs['random'][-1]:.4g} "
+            print(f"B5 {task} seed {seed}: {test_key} pipeline {runs['pipeline'][-1]:.4g}, random {runs['random'][-1]:.4g}, "
+                  f"untuned {runs['untuned'][-1]} "
                   f"({budget:.0f} epochs each)", flush=True)
         p, r = statistics.mean(runs["pipeline"]), statistics.mean(runs["random"])
         gain = (r - p) / abs(r) if mode == "min" else (p - r) / abs(r)  # > 0: the pipeline's test metric is better
