@@ -24,6 +24,7 @@ from ..spec import Space, Spec, SpecError
 from ..spec.distributions import data_of
 from ..spec.model import STAGES
 from ..spec.objective import score
+from ..spec.settings import TrainSettings
 from ..sweep import StageResult, TrialRecord, stage_dir, storage
 from ..train.validate import is_function_task
 from .lr_test import run_lr_test, with_lr_range
@@ -274,8 +275,12 @@ class Pipeline:
         given = self.spec.stages.final.baseline
         if given is False or (given is True and is_function_task(self.spec)):
             return None
-        return {**(given if isinstance(given, dict) else {}), **({"seed": chosen["seed"]} if "seed" in chosen else {}),
-                BASELINE_KEY: True}
+        given = given if isinstance(given, dict) else {}
+        # searched trainer settings at their defaults, written out: a derived value that uses one
+        # (`base_lr * batch_size / 32`) is computed, and MLflow shows what the baseline ran with
+        defaults = {} if is_function_task(self.spec) else TrainSettings().model_dump()
+        filled = {k: defaults[k] for k, p in self.spec.parameters.items() if k in defaults and p.parent is None}
+        return {**filled, **given, **({"seed": chosen["seed"]} if "seed" in chosen else {}), BASELINE_KEY: True}
 
     def final(self, spec: Spec, chosen: dict | None) -> FinalOutcome:
         if "final" in self.state["done"]:
