@@ -63,6 +63,7 @@ def main():
     from raysweep.spec import load_spec
 
     figures = audit(chaos, broken, name, STAGES, expected, metric=load_spec(args.spec, args.overrides).metric.name)
+    figures["work"] = {"uninterrupted": work(plain, name), "interrupted": work(broken, name)}
     figures.update(uninterrupted_s=round(baseline, 1), ratio=round(sum(chaos.seconds) / baseline, 2),
                    spec=args.spec, overrides=args.overrides, seed=args.seed, window=args.window, cpus=os.cpu_count(),
                    drivers_on=("a running Ray instance" if args.on_ray else "each its own local Ray instance"))
@@ -71,6 +72,22 @@ def main():
                               f"{'' if name == 'digits_mlp' else '_' + name}.json")
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print(f"written: {out}")
+
+
+def work(runs: Path, name: str) -> dict:
+    """Per search stage: its trials, the epochs they ended with, and the epochs trained (every
+    reported epoch in Tune's logs, an attempt a kill cut short included): where a restart's time went."""
+    from tests.chaos import trial_logs
+
+    out = {}
+    for stage in STAGES[1:]:
+        logs = trial_logs(runs / "ray" / f"{name}-{stage}")
+        results = runs / "ray" / f"{name}-{stage}" / "results.json"
+        if results.exists():
+            trials = json.loads(results.read_text())["trials"]
+            out[stage] = {"trials": len(trials), "epochs": sum(t["epochs"] for t in trials),
+                          "epochs_trained": sum(len(log.splitlines()) for log in logs.values())}
+    return out
 
 
 def ray_instance(tmp: Path) -> dict:
