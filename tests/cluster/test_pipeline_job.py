@@ -134,7 +134,10 @@ def test_best_config_is_a_valid_spec_with_the_winner_and_its_test_accuracy(pipel
                              key=lambda t: bool(t["config"].get("raysweep_baseline")))
     assert trial_config(best, {}, seed=0) == final["config"]  # `raysweep train` trains what the final run did
     # the untuned baseline beside it: the spec's fixed settings and defaults, nothing searched, the same seed
-    assert baseline["config"]["raysweep_baseline"] and not set(baseline["config"]) & set(winner["config"])
+    # the searched trainer settings at raysweep's defaults, the task's (hidden, dropout) and base_lr unset
+    assert baseline["config"]["raysweep_baseline"]
+    assert {k: baseline["config"][k] for k in set(baseline["config"]) & set(winner["config"])} == {
+        "optimizer": "adamw", "weight_decay": 0.0, "batch_size": 32}
     assert baseline["config"]["seed"] == final["config"]["seed"] and baseline["epochs"] == 6
     assert best.results["baseline_test_accuracy"] == baseline["metrics"]["test_accuracy"]
     assert f"test_accuracy {baseline['metrics']['test_accuracy']:.4g}; tuned " in pipeline["second"].stdout
