@@ -272,13 +272,13 @@ class Pipeline:
         """The untuned config trained beside the chosen one: the spec's fixed settings with raysweep's and
         the task's defaults (a training function has none raysweep knows, so only values the spec gives),
         on the chosen config's seed."""
-        given = self.spec.stages.final.baseline
-        if given is False or (given is True and is_function_task(self.spec)):
+        given, function = self.spec.stages.final.baseline, is_function_task(self.spec)
+        if given is False or (given is True and function):
             return None
         given = given if isinstance(given, dict) else {}
         # searched trainer settings at their defaults, written out: a derived value that uses one
         # (`base_lr * batch_size / 32`) is computed, and MLflow shows what the baseline ran with
-        defaults = {} if is_function_task(self.spec) else TrainSettings().model_dump()
+        defaults = {} if function else TrainSettings().model_dump()
         filled = {k: defaults[k] for k, p in self.spec.parameters.items() if k in defaults and p.parent is None}
         return {**filled, **given, **({"seed": chosen["seed"]} if "seed" in chosen else {}), BASELINE_KEY: True}
 
@@ -293,16 +293,14 @@ class Pipeline:
                  + (", beside the untuned baseline," if baseline else "") + " then the held-out test split")
         result = self.run_stage(self.fixed_spec(spec, 1, epochs), "final", resume=True, epochs=epochs, num_samples=1,
                                 configs=[chosen, *([baseline] if baseline else [])], evaluate_test=True)
-        trials = [t for t in result.trials if not t.config.get(BASELINE_KEY)]
-        if not trials or trials[0].status in ("errored", "diverged"):
+        trial = next((t for t in result.trials if not t.config.get(BASELINE_KEY)), None)
+        if trial is None or trial.status in ("errored", "diverged"):
             raise PipelineError(f"final: the chosen config did not train ({result.path}/results.json)")
-        trial, base = trials[0], next((t for t in result.trials if t.config.get(BASELINE_KEY)), None)
+        base = next((t for t in result.trials if t.config.get(BASELINE_KEY)), None)
         test = {k: v for k, v in trial.metrics.items() if k.startswith("test_")}
-        outcome = FinalOutcome(result.path, "", trial.config, trial.value, test)
-        if base is not None:
-            outcome = replace(outcome, baseline_value=base.value, baseline_status=base.status,
-                              baseline_test={k: v for k, v in base.metrics.items() if k.startswith("test_")})
-        outcome = replace(outcome, best_config=self.write_best(trial, outcome, epochs))
+        base_test = {k: v for k, v in base.metrics.items() if k.startswith("test_")} if base else {}
+        outcome = FinalOutcome(result.path, self.write_best(trial, test, base_test, epochs), trial.config, trial.value,
+                               test, base.value if base else None, base.status if base else None, base_test)
         self.log(f"[final] {spec.metric.name} {trial.value:.4g}; " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()))
         if base is not None:
             self.log(f"[final] {outcome.versus(spec.metric.name, spec.metric.mode)}")
@@ -310,7 +308,7 @@ class Pipeline:
         self._done("final", outcome)
         return outcome
 
-    def write_best(self, trial: TrialRecord, outcome: FinalOutcome, epochs: int) -> str:
+    def write_best(self, trial: TrialRecord, test: dict, baseline_test: dict, epochs: int) -> str:
         """best_config.yaml: a spec with every chosen value fixed and the spec's derived values and
         constraints kept (`raysweep train` trains exactly the final run's config), and what each
         stage measured under `results`."""
@@ -319,8 +317,7 @@ class Pipeline:
 
         done, spec = self.done, self.spec
         config = trial.config
-        results = {f"final_{spec.metric.name}": trial.value, **outcome.test,
-                   **{f"baseline_{k}": v for k, v in outcome.baseline_test.items()},
+        results = {f"final_{spec.metric.name}": trial.value, **test, **{f"baseline_{k}": v for k, v in baseline_test.items()},
                    **{f"{k}_stage_best": v.best for k, v in done.items() if isinstance(v, SearchOutcome)}}
         if isinstance(s := done.get("seeds"), SeedsOutcome):
             results.update({f"seeds_{spec.metric.name}_mean": s.mean, f"seeds_{spec.metric.name}_std": s.std,
