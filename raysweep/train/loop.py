@@ -29,9 +29,10 @@ from .tasks.base import BATCH_QUALITIES
 
 # Between checkpoints by time: at least this long, and long enough that saving costs at most this share
 # of the trial's time, never more than checkpoint_every_s. Work lost to a killed driver or node is then
-# bounded by about a minute while checkpoints are cheap: with only checkpoint_every_s (300 s), char_lm's
-# trials (1-2 minutes) started over at every interruption of bench/interruptions.py, 53 s a restart.
-MIN_CHECKPOINT_S = 30.0
+# seconds while checkpoints are cheap: with only checkpoint_every_s (300 s), char_lm's trials (1-2
+# minutes) started over at every interruption of bench/interruptions.py, 53 s a restart; with 30 s,
+# the default pipeline's 10-20 s trials still did.
+MIN_CHECKPOINT_S = 5.0
 CHECKPOINT_SHARE = 0.05
 
 Report = Callable[[dict, "str | None"], None]

@@ -97,7 +97,7 @@ def test_checkpoints_every_n_epochs_and_at_the_end():
     assert seen == [(1, False), (2, True), (3, False), (4, True), (5, True)]
 
 
-def test_checkpoints_by_time_every_30_s_unless_saving_would_cost_more_than_its_share(monkeypatch):
+def test_checkpoints_by_time_every_5_s_unless_saving_would_cost_more_than_its_share(monkeypatch):
     from raysweep.train import loop
 
     def saved(**settings):
@@ -105,7 +105,7 @@ def test_checkpoints_by_time_every_30_s_unless_saving_would_cost_more_than_its_s
         train({"batch_size": 128, **settings}, Run(task="digits_mlp", epochs=4), lambda m, d: seen.append(d is not None))
         return seen
 
-    assert saved() == [False, False, False, True]  # 4 short epochs: under 30 s, only the final one
+    assert saved() == [False, False, False, True]  # 4 short epochs: under 5 s, only the final one
     monkeypatch.setattr(loop, "MIN_CHECKPOINT_S", 0.0)
     monkeypatch.setattr(loop, "CHECKPOINT_SHARE", 1e9)
     assert saved() == [True] * 4  # cheap saves and no minimum: every epoch ends past the interval
