@@ -14,6 +14,14 @@ storage path the same way, so a driver killed in the middle leaves a truncated n
 tests/sweep/test_engine.py). It is set aside and the newest whole one (an earlier driver's) is
 restored instead; with none, the stage starts afresh.
 
+The upload itself, cut short: Tune stages the experiment's files (its state, the searcher's, each
+trial's result.json) on the driver's disk and copies them all to the storage path about every second,
+each file rewritten in place. A driver killed mid-copy left truncated files there: once the only state
+of a first driver (the stage then started afresh and trained its finished trials again), once a
+finished trial's result.json (tests/cli/test_sweep.py, 1 run in about 20). The staged copies outlive a
+SIGKILL on the driver's machine, and are whole whenever the upload is under way (Tune stages, then
+uploads): on resume, that last upload is completed from them.
+
 A trial restarted within one driver (a PBT exploit, a pause, a retry after a lost node) lost its
 reports since the last upload: Tune's result.json writer copies the storage's copy over the driver's
 own at every trial start, and that copy lags by up to a sync period. Under PBT, 31 of 52 reports went
@@ -69,6 +77,34 @@ class ResultLog(JsonLoggerCallback):
     def _restore_from_remote(self, file_name: str, trial) -> None:
         if not os.path.exists(os.path.join(trial.local_path, file_name)):
             super()._restore_from_remote(file_name, trial)
+
+
+def complete_upload(folder: str, fs, names: set) -> bool:
+    """Copy the files Tune staged for the newest experiment state (found in the local Ray sessions'
+    staging folders, the newest whole one) over the stage's folder on storage; True if it did."""
+    import glob
+
+    import ray
+    from ray.train._internal.storage import _pyarrow_fs_copy_files
+    from ray.train.constants import _get_ray_train_session_dir
+
+    states = sorted(n for n in names if n.startswith(STATE_PREFIX) and n.endswith(".json"))
+    if not states or not ray.is_initialized():
+        return False
+    root = os.path.dirname(os.path.dirname(_get_ray_train_session_dir()))  # Ray's temp dir, all sessions
+    pattern = os.path.join(glob.escape(root), "session_*", "artifacts", "*", glob.escape(posixpath.basename(folder)),
+                           "driver_artifacts", glob.escape(states[-1]))
+    for staged in sorted(glob.glob(pattern), key=os.path.getmtime, reverse=True):
+        try:
+            with open(staged) as f:
+                json.load(f)  # staged in place too: a driver killed while staging left it cut short
+        except (ValueError, OSError):
+            continue
+        _pyarrow_fs_copy_files(os.path.dirname(staged), folder, destination_filesystem=fs)
+        log.warning("%s: completed the upload of the experiment's files a killed driver left unfinished, from %s",
+                    folder, os.path.dirname(staged))
+        return True
+    return False
 
 
 def whole_states(folder: str, fs, names: set) -> bool:

@@ -15,7 +15,7 @@ from ..train import Run
 from ..train.validate import is_function_task
 from . import storage
 from .progress import Progress, decision, error_line, result_log
-from .recovery import RestoreFromWhatExists, ResultLog, whole_states
+from .recovery import RestoreFromWhatExists, ResultLog, complete_upload, whole_states
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import ListSearcher, build_searcher, starting_points, trial_count
@@ -190,6 +190,7 @@ def _restorable(path: str) -> bool:
     except (FileNotFoundError, OSError):
         return False
     names = {e.base_name for e in entries}
+    complete_upload(folder, fs, names)
     return "tuner.pkl" in names and whole_states(folder, fs, names)
 
 
