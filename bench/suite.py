@@ -233,6 +233,61 @@ B7_SPECS = {  # the default spec (`make sweep`'s), then digits, whose 25-70 ms e
 }
 
 
+class CoreTime:
+    """Where the cores' time goes while `with` runs: CPU seconds of this process (the driver) and of
+    Ray's (its daemons, the trials' workers), read every second from each (a worker that exits loses
+    up to its last second), and what no process used."""
+
+    def __init__(self):
+        import threading
+
+        self.before, self.last, self.done = {}, {}, threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def read(self) -> dict:
+        import psutil
+
+        found = {}
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                kind = ("driver" if proc.pid == os.getpid() else "trials" if "ray::" in cmd or "default_worker" in cmd
+                        else "ray" if "ray" in cmd or proc.info["name"] in ("raylet", "gcs_server") else None)
+                if kind:
+                    cpu = proc.cpu_times()
+                    found[proc.pid] = (kind, cpu.user + cpu.system)
+            except psutil.Error:
+                pass
+        return found
+
+    def sample(self):
+        while not self.done.wait(1.0):
+            self.last.update(self.read())
+        self.last.update(self.read())
+
+    def __enter__(self):
+        self.before = {pid: cpu for pid, (_, cpu) in self.read().items()}
+        self.started = time.perf_counter()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.started
+        self.done.set()
+        self.thread.join()
+
+    def shares(self, train_cpu: float) -> dict:
+        """Shares of wall x cores: training steps, the trials' other time, the driver, Ray, idle."""
+        used = {"driver": 0.0, "trials": 0.0, "ray": 0.0}
+        for pid, (kind, cpu) in self.last.items():
+            used[kind] += cpu - self.before.get(pid, 0.0)
+        total = self.wall * os.cpu_count()
+        parts = {"train_steps": train_cpu, "trials_outside_steps": used["trials"] - train_cpu,
+                 "driver": used["driver"], "ray": used["ray"]}
+        parts["idle"] = total - sum(parts.values())
+        return {k: round(v / total, 3) for k, v in parts.items()}
+
+
 def utilisation(tmp: str, quick: bool) -> dict:
     """Each spec's sweep as a user runs it (`raysweep sweep search_spaces/<spec>.yaml`), smaller with
     --quick; the ratio of record is the default spec's."""
@@ -243,13 +298,13 @@ def utilisation(tmp: str, quick: bool) -> dict:
     detail = {}
     for name, small in list(B7_SPECS.items())[:1 if quick else None]:  # quick: the default spec alone
         spec = load_spec(os.path.join(os.path.dirname(HERE), f"search_spaces/{name}.yaml"), small if quick else [])
-        started = time.perf_counter()
-        result = run_stage(spec, "util", os.path.join(tmp, "ray"), quiet=True)
-        wall = time.perf_counter() - started
+        with CoreTime() as cores:
+            result = run_stage(spec, "util", os.path.join(tmp, "ray"), quiet=True)
+        wall = cores.wall
         cpu = sum(r.get("train_cpu_seconds", 0.0) for t in result.trials for r in result_log(t.path))
         detail[name] = {"ratio": round(cpu / (wall * os.cpu_count()), 3), "trials": len(result.trials),
                         "epochs": sum(t.epochs for t in result.trials), "wall_s": round(wall, 1),
-                        "train_cpu_s": round(cpu, 1)}
+                        "train_cpu_s": round(cpu, 1), "core_time_shares": cores.shares(cpu)}
         print(f"B7 {name}: {detail[name]}", flush=True)
     default = next(iter(B7_SPECS))
     return {"B7": row("B7", detail[default]["ratio"], spec=f"search_spaces/{default}.yaml", cores=os.cpu_count(),
