@@ -113,7 +113,6 @@ def test_a_stage_killed_before_tunes_first_save_runs_whole_on_resume(ray_session
     assert len(first.trials) == len(again.trials) == 6  # 2 dropout grid values x 3 draws (it ran 1)
 
 
-
 def staged_copies(folder, name) -> list:
     """Where Tune staged `name` of a stage's folder before uploading it (this test session's Ray)."""
     from ray.train.constants import _get_ray_train_session_dir
@@ -125,44 +124,46 @@ def cut(path) -> None:
     path.write_text(path.read_text()[: len(path.read_text()) // 2])
 
 
-def test_an_upload_cut_short_by_a_kill_is_completed_from_the_staged_files_on_resume(ray_session, tmp_path):
-    spec = make_spec("cut_upload", "random", "fifo", epochs=2, samples=2)
+def finished_stage(name, tmp_path, epochs):
+    """A 2-trial stage run to its end: (resume it, its folder, its one state file, the trials' logs)."""
+    spec = make_spec(name, "random", "fifo", epochs=epochs, samples=2)
     session = Session.start(spec, runs_dir=str(tmp_path))
     first = session.stage(spec, "coarse", quiet=True)
-    folder = tmp_path / "ray" / "cut_upload-coarse"
+    folder = tmp_path / "ray" / f"{name}-coarse"
     [state] = folder.glob("experiment_state-*.json")
-    logs = {t.trial_id: result_log(t.path) for t in first.trials}
+    return (lambda: session.stage(spec, "coarse", resume=True, quiet=True), folder, state,
+            {t.trial_id: result_log(t.path) for t in first.trials})
+
+
+def test_an_upload_cut_short_by_a_kill_is_completed_from_the_staged_files_on_resume(ray_session, tmp_path):
+    resume, folder, state, logs = finished_stage("cut_upload", tmp_path, epochs=2)
     assert staged_copies(folder, state.name) and all(len(log) == 2 for log in logs.values())
     # a driver killed while Tune copied its staged files to storage: the only state and a finished
     # trial's result.json cut short there (without the staged copies, the stage started afresh)
     cut(state)
-    cut(Path(first.trials[0].path) / "result.json")
-    again = session.stage(spec, "coarse", resume=True, quiet=True)
+    cut(next(folder.glob("run_trial_*/result.json")))
+    again = resume()
     assert {t.trial_id for t in again.trials} == set(logs)  # restored: the same trials, none trained again
     assert all(result_log(t.path) == logs[t.trial_id] for t in again.trials)  # every epoch's record back
     assert not list(folder.glob("unreadable-*"))
 
 
 def test_a_stage_whose_newest_saved_state_is_cut_short_resumes_from_a_whole_one(ray_session, tmp_path):
-    spec = make_spec("cut_state", "random", "fifo", epochs=1, samples=2)
-    session = Session.start(spec, runs_dir=str(tmp_path))
-    first = session.stage(spec, "coarse", quiet=True)
-    folder = tmp_path / "ray" / "cut_state-coarse"
-    [state] = folder.glob("experiment_state-*.json")
-    logs = {t.trial_id: result_log(t.path) for t in first.trials}
+    resume, folder, state, logs = finished_stage("cut_state", tmp_path, epochs=1)
     # an earlier driver's whole state, and the newest one cut short by a kill while Tune wrote it, on
     # storage and where it staged it
     (folder / "experiment_state-0000-00-00_00-00-00.json").write_text(state.read_text())
     for copy in [state, *staged_copies(folder, state.name)]:
         cut(copy)
-    again = session.stage(spec, "coarse", resume=True, quiet=True)
+    again = resume()
     assert {t.trial_id for t in again.trials} == set(logs)  # restored: the same trials, none trained again
     assert all(result_log(t.path) == logs[t.trial_id] for t in again.trials)
     assert (folder / f"unreadable-{state.name}").exists()  # set aside (the resumed driver saves its own)
     for whole in [*folder.glob("experiment_state-*.json"), *staged_copies(folder, "experiment_state-*.json")]:
         whole.write_text("{")  # every state cut short, staged copies too: the stage starts afresh
-    afresh = session.stage(spec, "coarse", resume=True, quiet=True)
+    afresh = resume()
     assert len(afresh.trials) == 4 and not {t.trial_id for t in afresh.trials} & set(logs)
+
 
 FAULTY_TASK = """
 import os, time
