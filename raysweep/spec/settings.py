@@ -45,7 +45,7 @@ class TrainSettings(BaseModel):
     seed: int = 0
     checkpoint_every: int = Field(0, ge=0)  # epochs; 0 = only at the end (and by time, below)
     # and by time: every 5 s, or less often where saving would take over 5% of the time (train/loop.py),
-    # at least every checkpoint_every_s: a lost node or driver costs about a minute of a trial's work
+    # at least every checkpoint_every_s: a lost node or driver costs seconds of a trial's work, at most that
     checkpoint_every_s: float = Field(300.0, gt=0)
     divergence_factor: float = Field(10.0, gt=1)  # loss above factor x first loss = diverged
 
