@@ -37,10 +37,21 @@ RAY_START = ("import sys, types, ray._private.ray_constants as c, ray.scripts.sc
              "sys.argv[0] = 'ray'; s.main()")
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now and not handed out before by this process: the OS can give the
+    same one to two binds in a row, and Ray refuses to start when two of its components share one
+    ("Ray component dashboard is trying to use a port number ... used by other components": all 16
+    cluster tests of a CI run errored on it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 @dataclass

@@ -12,10 +12,11 @@ from mlflow.tracking import MlflowClient
 from raysweep.report import analyse, build
 from raysweep.session import Session
 from raysweep.spec import load_spec
+from raysweep.sweep.local_cluster import free_port
 from raysweep.tracking.read import load_sweep
 from raysweep.tracking.runs import runs_page
 from tests.support import ROOT, run_cli
-from tests.tracking.test_server import Server, free_port
+from tests.tracking.test_server import Server
 
 CRAFTED = '''
 import math

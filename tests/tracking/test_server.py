@@ -2,7 +2,6 @@
 mid-sweep, down for good, and behind basic auth as it runs on a cluster."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,13 +11,8 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
+from raysweep.sweep.local_cluster import free_port
 from tests.support import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
