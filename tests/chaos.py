@@ -65,6 +65,24 @@ def _log_upto(path: Path, epochs: int) -> str:
     return text
 
 
+def retrained(before: str, now: str) -> bool:
+    """A finished trial's result log, read at an interruption and at the end: trained again if an
+    epoch's line is there twice or a line it held is gone. A log the kill cut short while Tune
+    uploaded it is only completed on resume (from the driver's staged copy): longer, not trained again."""
+    def lines(text):
+        whole = []
+        for line in text.splitlines():
+            try:
+                whole.append(json.loads(line))
+            except json.JSONDecodeError:  # the line the kill cut
+                break
+        return whole
+
+    held, later = lines(before), lines(now)
+    epochs = [r.get("training_iteration") for r in later]
+    return len(epochs) != len(set(epochs)) or later[:len(held)] != held
+
+
 @dataclass
 class Snapshot:
     """What had finished when the driver was interrupted."""
@@ -181,7 +199,7 @@ def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_exp
             logs = trial_logs(runs / "ray" / stage)
             for trial_id, log in ids.items():
                 lost += trial_id not in recorded
-                rerun += any(trial_id in folder and now != log for folder, now in logs.items())
+                rerun += any(trial_id in folder and retrained(log, now) for folder, now in logs.items())
     client = MlflowClient(f"sqlite:///{runs}/mlflow.db")
     experiment = client.get_experiment_by_name(name)
     all_runs = client.search_runs([experiment.experiment_id], max_results=5000)
