@@ -69,16 +69,9 @@ def retrained(before: str, now: str) -> bool:
     """A finished trial's result log, read at an interruption and at the end: trained again if an
     epoch's line is there twice or a line it held is gone. A log the kill cut short while Tune
     uploaded it is only completed on resume (from the driver's staged copy): longer, not trained again."""
-    def lines(text):
-        whole = []
-        for line in text.splitlines():
-            try:
-                whole.append(json.loads(line))
-            except json.JSONDecodeError:  # the line the kill cut
-                break
-        return whole
+    from raysweep.sweep.progress import parse_log
 
-    held, later = lines(before), lines(now)
+    held, later = parse_log(before), parse_log(now)
     epochs = [r.get("training_iteration") for r in later]
     return len(epochs) != len(set(epochs)) or later[:len(held)] != held
 

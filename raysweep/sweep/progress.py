@@ -31,8 +31,13 @@ def result_log(folder: str | None, filesystem=None) -> list[dict]:
         text = read_text(posixpath.join(folder, "result.json"), filesystem) if folder else None
     except OSError:
         return []
+    return parse_log(text or "")
+
+
+def parse_log(text: str) -> list[dict]:
+    """The records of a result log's text, without a line a kill cut off."""
     out = []
-    for line in (text or "").splitlines():
+    for line in text.splitlines():
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
