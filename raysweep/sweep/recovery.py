@@ -79,18 +79,23 @@ class ResultLog(JsonLoggerCallback):
             super()._restore_from_remote(file_name, trial)
 
 
-def complete_upload(folder: str, fs, names: set) -> bool:
+def state_files(names: set) -> list[str]:
+    """Tune's experiment state files among a folder's names, oldest first (their names hold the time)."""
+    return sorted(n for n in names if n.startswith(STATE_PREFIX) and n.endswith(".json"))
+
+
+def complete_upload(folder: str, fs, names: set) -> None:
     """Copy the files Tune staged for the newest experiment state (found in the local Ray sessions'
-    staging folders, the newest whole one) over the stage's folder on storage; True if it did."""
+    staging folders, the newest whole one) over the stage's folder on storage."""
     import glob
 
     import ray
     from ray.train._internal.storage import _pyarrow_fs_copy_files
     from ray.train.constants import _get_ray_train_session_dir
 
-    states = sorted(n for n in names if n.startswith(STATE_PREFIX) and n.endswith(".json"))
+    states = state_files(names)
     if not states or not ray.is_initialized():
-        return False
+        return
     root = os.path.dirname(os.path.dirname(_get_ray_train_session_dir()))  # Ray's temp dir, all sessions
     pattern = os.path.join(glob.escape(root), "session_*", "artifacts", "*", glob.escape(posixpath.basename(folder)),
                            "driver_artifacts", glob.escape(states[-1]))
@@ -103,13 +108,12 @@ def complete_upload(folder: str, fs, names: set) -> bool:
         _pyarrow_fs_copy_files(os.path.dirname(staged), folder, destination_filesystem=fs)
         log.warning("%s: completed the upload of the experiment's files a killed driver left unfinished, from %s",
                     folder, os.path.dirname(staged))
-        return True
-    return False
+        return
 
 
 def whole_states(folder: str, fs, names: set) -> bool:
     """Set aside every experiment state newer than the newest that parses; True if one parses."""
-    for name in sorted((n for n in names if n.startswith(STATE_PREFIX) and n.endswith(".json")), reverse=True):
+    for name in reversed(state_files(names)):
         path = posixpath.join(folder, name)
         try:
             json.loads(storage.read_text(path, fs) or "")
