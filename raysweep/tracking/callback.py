@@ -112,17 +112,12 @@ class MlflowCallback(Callback):
             tags[TAG + "error"] = error_line_of(trial)
         writer.tags(run_id, tags)
         # ended on the writer's thread once what it reported is in (else the reconcile ends it)
-        writer.call(_finish, self.live[0].client, run_id, json.dumps(self.params(trial), indent=1, default=str),
-                    "FAILED" if errored else "FINISHED")
+        writer.end(run_id, {"config.json": json.dumps(self.params(trial), indent=1, default=str)},
+                   "FAILED" if errored else "FINISHED")
 
     def on_experiment_end(self, trials, **info):
         if self._live is not None:
             self.live[1].close(END_FLUSH_S)
-
-
-def _finish(client, run_id: str, config: str, status: str) -> None:
-    client.log_text(run_id, config, "config.json")
-    client.set_terminated(run_id, status)
 
 
 def trial_tags(result: dict, attempt: int) -> dict:

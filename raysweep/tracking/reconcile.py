@@ -48,12 +48,13 @@ def trial_rows(record) -> dict[int, dict]:
     return rows
 
 
-def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str, record, run=None) -> None:
+def reconcile_trial(index: RunIndex, stage_run_id: str, stage: str, metric: str, record, run=None,
+                    logged: set = frozenset()) -> None:
+    """`run`: the trial's run if MLflow has one, holding `logged`, its steps of `metric`."""
     client = index.client
     tags = {TAG + "trial_id": record.trial_id}
     params, role = role_split(record.config)
     if run is not None:
-        logged = {m.step for m in client.get_metric_history(run.info.run_id, metric)}
         if logged and max(logged) > _last_step(record):
             # an attempt Tune's saved state never took in (it finished in the last second before the
             # driver was killed) was trained again; the run holds that lost attempt's later epochs
@@ -91,11 +92,15 @@ def reconcile(index: RunIndex, stage_run_id: str, result: StageResult, policy: P
     if not ok:
         return False
     runs = {r.data.tags.get(TAG + "trial_id"): r for r in children}
+    ok, steps = policy.until(deadline, index.logged_steps, [r.info.run_id for r in children], result.metric)
+    if not ok:
+        return False
     known = {t.trial_id for t in result.trials}
     complete = True
     for record in result.trials:
+        run = runs.get(record.trial_id)
         complete &= policy.until(deadline, reconcile_trial, index, stage_run_id, result.stage, result.metric,
-                                 record, runs.get(record.trial_id))[0]
+                                 record, run, steps.get(run.info.run_id, set()) if run else set())[0]
     for trial_id, run in runs.items():
         # a trial started (or even finished) in the last second before a driver was killed never
         # reached Tune's saved state; the resumed sweep ran its config again under a new id

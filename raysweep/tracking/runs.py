@@ -125,6 +125,15 @@ class RunIndex:
         all_tags = {**self.context, **tags, "mlflow.runName": name, **({"mlflow.parentRunId": parent} if parent else {})}
         return self.client.create_run(self.experiment_id, tags=all_tags, run_name=name).info.run_id
 
+    def logged_steps(self, run_ids: list, metric: str) -> dict[str, set]:
+        """The steps each run holds of `metric`: one query on MLflow's sqlite store, else a history per run."""
+        from .writer import SqliteRows
+
+        fast = SqliteRows.of(self.client)
+        if fast is not None:
+            return fast.steps(run_ids, metric)
+        return {run: {m.step for m in self.client.get_metric_history(run, metric)} for run in run_ids}
+
     def stage_run(self, stage: str, stage_key: str, parent: str | None) -> tuple[str, bool]:
         """`stage_key` (the stage's results folder) is kept as a digest: no path of the driver's machine in MLflow."""
         key = hashlib.sha1(stage_key.encode()).hexdigest()[:16]

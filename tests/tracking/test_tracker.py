@@ -10,7 +10,7 @@ from ray.tune.experiment import Trial
 from raysweep.spec import Spec
 from raysweep.sweep import StageResult, TrialRecord
 from raysweep.tracking import Tracker, pending
-from raysweep.tracking.writer import BatchWriter, SqliteMetrics, resolved
+from raysweep.tracking.writer import BatchWriter, SqliteRows, resolved
 
 SPEC = Spec.model_validate({"name": "t", "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},
                             "parameters": {"lr": {"distribution": "loguniform", "min": 1e-3, "max": 1e-1}}})
@@ -208,15 +208,18 @@ def test_a_queued_call_runs_once_what_was_queued_before_it_is_written():
     assert [c["metrics"][0].value for c in client.calls] == [1, 2, 3, 3]
 
 
-def test_metric_rows_written_to_sqlite_directly_read_back_as_mlflows_own_log_batch_leaves_them(tmp_path):
+def test_rows_written_to_sqlite_directly_read_back_as_mlflows_own_log_batch_leaves_them(tmp_path):
     import math
 
-    from mlflow.entities import Metric
+    import mlflow.artifacts
+    import pytest
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment = client.create_experiment("x")
     ours, theirs = (client.create_run(experiment).info.run_id for _ in range(2))
-    fast = SqliteMetrics.of(client)
+    fast = SqliteRows.of(client)
     batches = [
         [Metric("loss", 0.5, 1000, 1), Metric("acc", math.nan, 1000, 1), Metric("big", math.inf, 1000, 1)],
         [Metric("loss", 0.4, 2000, 2), Metric("loss", 0.4, 2000, 2), Metric("acc", 0.9, 2000, 2),
@@ -224,9 +227,13 @@ def test_metric_rows_written_to_sqlite_directly_read_back_as_mlflows_own_log_bat
         [Metric("loss", 0.9, 3000, 1), Metric("acc", 0.1, 900, 2)],  # older steps / times logged later
         [Metric("loss", 0.4, 2000, 2), Metric("loss", 0.3, 2000, 2)],  # a row again; a tie on step and time
     ]
-    for batch in batches:
-        assert fast.write_many({ours: batch}) == []
-        client.log_batch(theirs, metrics=batch)
+    params = [[Param("lr", "0.1"), Param("layers", "2")], [Param("lr", "0.1"), Param("width", "8")]]
+    tags = [[RunTag("raysweep.decision", "running"), RunTag("mlflow.runName", "trial-1")],
+            [RunTag("raysweep.decision", "stopped"), RunTag("raysweep.attempt", "2")], [], []]
+    for batch, param, tag in zip(batches, params + [[], []], tags, strict=True):
+        rows = [(m.key, m.value, m.timestamp, m.step) for m in batch]  # as the writer queues them
+        assert fast.write_many({ours: {"metrics": rows, "params": param, "tags": tag}}) == []
+        client.log_batch(theirs, metrics=batch, params=param, tags=tag)
 
     def seen(run_id):
         latest = {k: repr(v) for k, v in client.get_run(run_id).data.metrics.items()}  # repr: nan == nan
@@ -236,15 +243,31 @@ def test_metric_rows_written_to_sqlite_directly_read_back_as_mlflows_own_log_bat
 
     assert seen(ours) == seen(theirs)
     assert seen(ours)[0]["loss"] == "0.4" and len(seen(ours)[1]["loss"]) == 4
+    assert fast.steps([ours, theirs], "loss") == {ours: {1, 2}, theirs: {1, 2}}  # the reconcile's one query
+    mine, yours = client.get_run(ours), client.get_run(theirs)
+    assert mine.data.params == yours.data.params == {"lr": "0.1", "layers": "2", "width": "8"}
+    assert mine.data.tags == yours.data.tags and mine.data.tags["raysweep.decision"] == "stopped"
+    assert mine.info.run_name == yours.info.run_name == "trial-1"  # the name is the run's, not only a tag
+    fast.end(ours, {"config.json": '{"lr": 0.1}'}, "FINISHED")  # as log_text and set_terminated leave it
+    client.log_text(theirs, '{"lr": 0.1}', "config.json")
+    client.set_terminated(theirs, "FINISHED")
+    mine, yours = client.get_run(ours), client.get_run(theirs)
+    assert mine.info.status == yours.info.status == "FINISHED" and mine.info.end_time >= mine.info.start_time
+    assert [a.path for a in client.list_artifacts(ours)] == [a.path for a in client.list_artifacts(theirs)] == ["config.json"]
+    assert mlflow.artifacts.load_text(f"{mine.info.artifact_uri}/config.json") == '{"lr": 0.1}'
     [best] = client.search_runs([experiment], order_by=["metrics.loss ASC"], max_results=1)  # latest_metrics
     assert best.data.metrics["loss"] == 0.4
     other = client.create_run(experiment).info.run_id
     client.delete_run(ours)
-    assert fast.write_many({ours: batches[0]}) == [ours]  # as log_batch refuses a deleted run
+    rows = [[(m.key, m.value, m.timestamp, m.step) for m in batch] for batch in batches]
+    assert fast.write_many({ours: {"metrics": rows[0]}}) == [ours]  # as log_batch refuses a deleted run
+    with pytest.raises(MlflowException):  # as set_terminated does
+        fast.end(ours, {}, "FAILED")
     # the writer's transaction of several runs: the deleted one is left out, the others' rows go in
-    assert fast.write_many({ours: batches[1], other: batches[1]}) == [ours]
+    assert fast.write_many({ours: {"metrics": rows[1]}, other: {"metrics": rows[1], "params": params[0]}}) == [ours]
+    assert client.get_run(other).data.params == {"lr": "0.1", "layers": "2"}
     assert len(client.get_metric_history(other, "loss")) == 1 and client.get_run(other).data.metrics["acc"] == 0.9
-    assert SqliteMetrics.of(FlakyClient(fail_calls=set())) is None  # another store: MLflow's log_batch
+    assert SqliteRows.of(FlakyClient(fail_calls=set())) is None  # another store: MLflow's log_batch
 
 
 def test_a_new_sqlite_store_killed_while_being_made_is_never_left_half_made(tmp_path):
