@@ -148,6 +148,7 @@ class Resources(Strict):
     cpus_per_trial: float = Field(0.25, ge=0)  # the trial's driver when workers_per_trial > 1
     custom: dict[str, float] = {}  # Ray custom resources per worker, e.g. {worker: 1} keeps trials off the head
     placement: Literal["pack", "spread", "strict_pack", "strict_spread"] = "pack"  # a trial's DDP workers
+    spare_cpus: bool = True  # trials left running at a stage's end take the CPUs it no longer uses
 
     @field_validator("custom")
     @classmethod

@@ -19,6 +19,7 @@ from .recovery import RestoreFromWhatExists, ResultLog, complete_upload, whole_s
 from .resources import AUTOSCALING_CONFIG_VAR, autoscaler_nodes, plan, ray_nodes, tune_resources, unsatisfiable
 from .schedulers import build_scheduler
 from .searchers import ListSearcher, build_searcher, starting_points, trial_count
+from .spare import SpareCpus
 from .stopping import PlateauStopper, StatusStopper, TargetStopper
 from .trainable import PBT_KEY, FromConfig, run_trial, suggestion, trial_config
 
@@ -111,8 +112,11 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     run = Run.from_spec(spec, epochs=epochs, evaluate_test=evaluate_test)
     payload = {"spec": spec.payload(), "run": asdict(run), "storage": storage_path,
                "nested": spec.search.method == "hyperopt" and configs is None, "function": is_function_task(spec)}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload),
-                                    tune_resources(plan(spec.resources)))
+    p = plan(spec.resources)
+    # CPUs freed at the stage's end: for raysweep's own 1-worker CPU trials; not PBT's (all run to its end)
+    payload["spare_cpus"] = spec.resources.spare_cpus and p.workers == 1 and not p.use_gpu and not payload["function"] \
+        and spec.scheduler.type != "pbt"
+    trainable = tune.with_resources(tune.with_parameters(run_trial, payload=payload), tune_resources(p))
     path = stage_dir(storage_path, spec.name, stage)
     name = os.path.basename(path)
     if configs is None:
@@ -133,6 +137,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
             stoppers.append(PlateauStopper(spec.metric.name, spec.metric.mode, *stop_rule))
         rules = [s for s in stoppers if isinstance(s, PlateauStopper)]
         param_space, count = {}, total
+        spare = [SpareCpus(total, spec.resources.cpus_per_worker)] if payload["spare_cpus"] else []
         if spec.scheduler.type == "pbt":
             param_space, count, searcher = _pbt_space(spec, space, searcher.configs), 1, None
         tuner = tune.Tuner(
@@ -157,7 +162,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 sync_config=tune.SyncConfig(sync_period=5) if storage.is_uri(storage_path) else None,
                 stop=CombinedStopper(*stoppers),
                 # result.json: the records' source
-                callbacks=[ResultLog(), RestoreFromWhatExists(), *progress, *rules, *callbacks],
+                callbacks=[ResultLog(), RestoreFromWhatExists(), *progress, *rules, *spare, *callbacks],
                 # PBT clones a donor's checkpoint some time after choosing it: keep them all then
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None if spec.scheduler.type == "pbt" else 2),
                 failure_config=tune.FailureConfig(max_failures=MAX_FAILURES)))

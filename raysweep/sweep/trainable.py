@@ -115,8 +115,20 @@ def run_trial(config: dict, payload: dict) -> None:
             storage.remove_tree(storage.join(inner, trial_id))
     elif function:
         run_in_process(full, run, report, restored, tune.get_context().get_experiment_name())
-    elif restored is None:
-        train(full, run, report, device=local_device(p.use_gpu), origin=trial_id)
     else:
-        with restored.as_directory() as directory:
-            train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id)
+        more = None
+        if payload.get("spare_cpus"):
+            import torch
+
+            from . import spare
+
+            # a reused process's earlier trial may have had more
+            torch.set_num_threads(spare.base_threads(spec.resources.cpus_per_worker))
+            spare.register(trial_id)
+            more = lambda: spare.threads(trial_id)  # noqa: E731
+        if restored is None:
+            train(full, run, report, device=local_device(p.use_gpu), origin=trial_id, threads=more)
+        else:
+            with restored.as_directory() as directory:
+                train(full, run, report, resume_from=directory, device=local_device(p.use_gpu), origin=trial_id,
+                      threads=more)

@@ -116,9 +116,11 @@ def _apply_settings(optimizer, schedule: Schedule, new: TrainSettings, old: Trai
 
 
 def train(config: dict, run: Run, report: Report, resume_from: str | None = None,
-          device: torch.device | str = "cpu", origin: str | None = None) -> Result:
+          device: torch.device | str = "cpu", origin: str | None = None,
+          threads: Callable[[], int | None] | None = None) -> Result:
     """Train `config`; `origin` names who runs it (a trial id), kept in checkpoints so that a resume
-    from someone else's checkpoint (PBT's exploit) is reported as `resumed_from`."""
+    from someone else's checkpoint (PBT's exploit) is reported as `resumed_from`; `threads`, asked at
+    each epoch's start, may give torch more threads (CPUs the sweep freed)."""
     # -- settings, data, model --------------------------------------------------------------------
     s = TrainSettings.model_validate(config)
     task = get_task(run.task, tuple(run.task_dirs))
@@ -163,6 +165,9 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         # -- one epoch: optimizer steps over groups of micro-batches; the host reads the device's sums
         #    every SYNC_EVERY steps (a diverged trial stops there) and at the end of the epoch -------------
         sampler.set_epoch(epoch)
+        wanted = threads() if threads is not None else None
+        if wanted and wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
         net.train()
         started, cpu_started = time.perf_counter(), time.process_time()
         step.reset_epoch()
@@ -193,7 +198,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
                    **{f"val_{k}": v for k, v in val.items() if k != "loss"}, "scheduled_lr": schedule.lr,
                    "grad_norm": norm_sum / max(steps, 1),
                    "epoch_seconds": seconds, "train_cpu_seconds": cpu_seconds,  # this process's, all its threads
-                   "samples_per_s": samples_per_epoch / max(seconds, 1e-9)}
+                   "samples_per_s": samples_per_epoch / max(seconds, 1e-9), "threads": torch.get_num_threads()}
         value = metrics[run.metric]
         status = run.judge(state, value, epoch + 1)
         metrics[f"best_{run.metric}"] = state["best"]
