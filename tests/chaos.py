@@ -66,14 +66,17 @@ def _log_upto(path: Path, epochs: int) -> str:
 
 
 def retrained(before: str, now: str) -> bool:
-    """A finished trial's result log, read at an interruption and at the end: trained again if an
-    epoch's line is there twice or a line it held is gone. A log the kill cut short while Tune
-    uploaded it is only completed on resume (from the driver's staged copy): longer, not trained again."""
+    """A finished trial's result log, read at an interruption and at the end: trained again if a line
+    it held is gone or a line added since reports an epoch it had reached. A log the kill cut short
+    while Tune uploaded it is only completed on resume (from the driver's staged copy): its added lines
+    are later epochs. An epoch the log held twice already (the trial resumed from its checkpoint
+    before it finished) is not a new one: bench/interruptions.py counted such a trial once per later
+    interruption."""
     from raysweep.sweep.progress import parse_log
 
     held, later = parse_log(before), parse_log(now)
-    epochs = [r.get("training_iteration") for r in later]
-    return len(epochs) != len(set(epochs)) or later[:len(held)] != held
+    reached = max((r.get("training_iteration", 0) for r in held), default=0)
+    return later[:len(held)] != held or any(r.get("training_iteration", 0) <= reached for r in later[len(held):])
 
 
 @dataclass

@@ -35,3 +35,16 @@ def test_five_random_interruptions_lose_nothing_and_repeat_nothing(tmp_path, ray
     report = tmp_path / "pipelines" / NAME / "report" / "report.html"
     assert report.exists() and f"report: {report}" in chaos.output  # built at the end of the run
     assert sum(map(mid_stage, chaos.snapshots)) >= 2, chaos.snapshots  # kills on stages with finished trials
+
+
+def test_the_audit_counts_a_finished_trial_as_trained_again_only_for_what_it_trained_after_finishing():
+    from tests.chaos import retrained
+
+    def log(*epochs):
+        return "".join(json.dumps({"training_iteration": e, "line": i}) + "\n" for i, e in enumerate(epochs))
+
+    resumed_before_it_finished = log(1, 2, 3, 3, 4)  # epoch 3 again from its epoch-2 checkpoint, then done
+    assert not retrained(resumed_before_it_finished, resumed_before_it_finished)
+    assert not retrained(log(1, 2), log(1, 2, 3, 4))  # a log a kill cut short, completed on resume
+    assert retrained(log(1, 2, 3, 4), log(1, 2, 3, 4) + log(3))  # trained again after it finished
+    assert retrained(log(1, 2, 3, 4), log(1, 2))  # lines it held are gone
