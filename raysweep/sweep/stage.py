@@ -125,7 +125,7 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     else:
         searcher = ListSearcher(configs, spec.metric.name, spec.metric.mode)
     total = trial_count(searcher, num_samples, points)
-    progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total, plan=plan(spec.resources),
+    progress = [] if quiet else [Progress(stage, spec.metric.name, spec.metric.mode, total, plan=p,
                                           max_failures=MAX_FAILURES)]
     if resume and _restorable(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
