@@ -35,6 +35,10 @@ from .tasks.base import BATCH_QUALITIES
 MIN_CHECKPOINT_S = 5.0
 CHECKPOINT_SHARE = 0.05
 
+# How often a trial asks, inside an epoch, for the threads the sweep may give it (`train(threads=...)`):
+# a CPU freed mid-epoch is then used within a second, not at the next epoch (up to 7 s later here).
+THREADS_EVERY_S = 1.0
+
 Report = Callable[[dict, "str | None"], None]
 
 
@@ -120,7 +124,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
           threads: Callable[[], int | None] | None = None) -> Result:
     """Train `config`; `origin` names who runs it (a trial id), kept in checkpoints so that a resume
     from someone else's checkpoint (PBT's exploit) is reported as `resumed_from`; `threads`, asked at
-    each epoch's start, may give torch more threads (CPUs the sweep freed)."""
+    each epoch's start and then about once a second, may give torch more threads (CPUs the sweep freed)."""
     # -- settings, data, model --------------------------------------------------------------------
     s = TrainSettings.model_validate(config)
     task = get_task(run.task, tuple(run.task_dirs))
@@ -160,14 +164,21 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
     step = Step(net, model, task, optimizer, scaler, precision, s, device, state["first_loss"])
     samples_per_epoch = len(sampler) * world
     last_save, save_cost = time.monotonic(), 0.0
+    threads_asked = -math.inf
+
+    def more_threads():
+        nonlocal threads_asked
+        threads_asked = time.monotonic()
+        wanted = threads()
+        if wanted and wanted != torch.get_num_threads():
+            torch.set_num_threads(wanted)
 
     for epoch in range(state["epoch"], run.epochs):
         # -- one epoch: optimizer steps over groups of micro-batches; the host reads the device's sums
         #    every SYNC_EVERY steps (a diverged trial stops there) and at the end of the epoch -------------
         sampler.set_epoch(epoch)
-        wanted = threads() if threads is not None else None
-        if wanted and wanted != torch.get_num_threads():
-            torch.set_num_threads(wanted)
+        if threads is not None:
+            more_threads()
         net.train()
         started, cpu_started = time.perf_counter(), time.process_time()
         step.reset_epoch()
@@ -175,6 +186,8 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         for i, batches in enumerate(micro_batches(loader, s.grad_accum)):
             step(batches)
             schedule.step_batch()
+            if threads is not None and time.monotonic() - threads_asked >= THREADS_EVERY_S:
+                more_threads()
             if (i + 1) % SYNC_EVERY == 0:
                 windows.append(step.sync(epoch + 1))
                 if windows[-1].diverged:

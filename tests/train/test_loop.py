@@ -174,3 +174,29 @@ def test_resume_under_new_hyperparameters_applies_them(tmp_path):
     assert ckpt.load(kept[1])["origin"] == "trial_a"
     _, own, _ = run(donor, Run(task="digits_mlp", epochs=3), resume_from=str(kept[1]), origin="trial_a")
     assert "resumed_from" not in own[0]  # resuming one's own checkpoint is no exploit
+
+
+def test_threads_freed_mid_epoch_are_taken_within_the_epoch_not_at_the_next(monkeypatch):
+    # the sweep frees a CPU after the trial's first ask of epoch 1: with asks every step (interval 0),
+    # epoch 1 already ends on 2 threads; with the interval longer than the run, only epoch 2 does
+    from raysweep.train import loop
+
+    def threads_per_epoch(every_s):
+        monkeypatch.setattr(loop, "THREADS_EVERY_S", every_s)
+        asks = []
+
+        def threads():
+            asks.append(1)
+            return 1 if len(asks) == 1 else 2
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            _, reports, _ = run({"batch_size": 64}, Run(task="digits_mlp", epochs=2), threads=threads)
+        finally:
+            torch.set_num_threads(before)
+        return [r["threads"] for r in reports], len(asks)
+
+    per_epoch, asks = threads_per_epoch(0.0)
+    assert per_epoch == [2, 2] and asks > 2
+    assert threads_per_epoch(1e9) == ([1, 2], 2)
