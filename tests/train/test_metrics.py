@@ -11,7 +11,7 @@ from raysweep.train.device import precision_for
 
 
 class Synthetic(Task):
-    """1300 samples (the evaluator's batches are 512: the split spans three) with a known target."""
+    """1300 samples (the evaluator's CPU batches are 64: the split spans 21) with a known target."""
 
     def __init__(self, quality, metrics=(), outputs=1):
         self.quality, self.metrics, self.outputs = quality, metrics, outputs
