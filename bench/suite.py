@@ -27,14 +27,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 GOALS = {"B1": ("<=", 1.10), "B2": ("<=", 1.05), "B3": (">=", 5.0), "B4": ("<=", 0.5), "B5": (">", 0.0),
-         "B6": ("<=", 1.15), "B7": (">=", 0.85)}
+         "B6": ("<=", 1.15), "B7": (">=", 0.85), "G1": (">=", 0.90), "G2": (">=", 3.0)}
 WHAT = {"B1": "per-trial time, raysweep / bare Tune (1-worker function trials; ratio at 100 reports)",
         "B2": "sweep time, MLflow on / off",
         "B3": "epochs of random search at full budget / epochs ASHA needs to reach its best",
         "B4": "trials TPE needs to reach random-200's best / 200 (median over seeds)",
         "B5": "the pipeline vs one-stage random search at the same epoch budget (relative gain in mean test metric, worst task)",
         "B6": "per-epoch time, 2-worker DDP trial / plain torchrun",
-        "B7": "CPU-seconds in training steps / (wall time x cores) during a sweep"}
+        "B7": "CPU-seconds in training steps / (wall time x cores) during a sweep",
+        "G1": "samples/s on a GPU, the trainer / a plain PyTorch loop (the smaller of fp32 and bf16)",
+        "G2": "total samples/s on one GPU, 4 sharing trials / 1 (bench/gpu_check.py --bench)"}
 
 
 def row(key, ratio, **detail) -> dict:
@@ -202,9 +204,12 @@ def ddp(tmp: str, quick: bool) -> dict:
     epochs = 4 if quick else 8
     out = os.path.join(tmp, "plain.json")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", os.path.join(HERE, "plain_ddp.py"),
-                    json.dumps(DDP_CONFIG), str(epochs), out], check=True, cwd=os.path.dirname(HERE),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # --standalone: a free port for the rendezvous (the fixed default, 29500, failed once in use)
+    plain_run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                                os.path.join(HERE, "plain_ddp.py"), json.dumps(DDP_CONFIG), str(epochs), out],
+                               cwd=os.path.dirname(HERE), capture_output=True, text=True)
+    if plain_run.returncode:
+        raise RuntimeError(f"plain torchrun failed ({plain_run.returncode}): {plain_run.stderr[-2000:]}")
     plain_total = time.perf_counter() - started
     with open(out) as f:
         plain = json.load(f)["epoch_seconds"][1:]  # the first epoch apart: start-up
@@ -417,6 +422,10 @@ def main() -> None:
             r.update(measured=time.strftime("%Y-%m-%d"), command=command, machine=machine)
             print(f"{key}: ratio {r['ratio']} (goal {r['goal']}): {'PASS' if r['pass'] else 'MISS'}", flush=True)
         results.update(found)
+    gpu = os.path.join(HERE, "results", "gpu.json")
+    if not args.quick and os.path.exists(gpu):  # G1, G2: rows of record from a GPU machine (gpu_check.py --bench)
+        with open(gpu) as f:
+            results.update(json.load(f))
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(out, "w") as f:
         json.dump({"machine": machine, "command": command, "date": time.strftime("%Y-%m-%d"), **results}, f, indent=1)

@@ -6,8 +6,8 @@ final 15 s (bench/suite.py, B7); two threads run its epochs 1.4x faster there.
 Only raysweep's own single-worker trainer on CPU takes them (a user's function, a DDP job or a GPU
 trial keeps what Ray gave it). The driver publishes each running trial's thread count in Ray's key-value
 store (the GCS's, where Ray's own libraries keep such state), and a trial reads its own at each epoch's
-start and about once a second during it: a GCS round trip, about a millisecond. It assumes the stage's trials are what runs on those
-nodes; `resources.spare_cpus: false` turns it off."""
+start and about once a second during it: a GCS round trip, about a millisecond. It assumes the stage's
+trials are what runs on those nodes; `resources.spare_cpus: false` turns it off."""
 from __future__ import annotations
 
 from ray.tune import Callback
