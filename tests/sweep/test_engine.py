@@ -233,7 +233,7 @@ def test_a_raising_a_diverging_and_a_hanging_trial_are_recorded_and_only_they_ru
 def test_the_trial_left_alone_at_a_stages_end_trains_on_the_cpus_the_stage_freed(ray_session, tmp_path):
     # two trials one at a time on Ray's 2 CPUs, 0.25 CPU each: the first runs while the second is still
     # to come, on the one thread Ray gives it; the second is the stage's last, alone, and the driver
-    # gives it the node's 2 CPUs from its next epoch (one epoch may start before the driver sees it)
+    # gives it the node's 2 CPUs within a second (its first epoch may end before the driver sees it)
     from raysweep.sweep import run_stage
 
     spec = Spec.model_validate({**BASE, "name": "spare", "fixed": {"batch_size": 16, "hidden": 64},
@@ -245,4 +245,4 @@ def test_the_trial_left_alone_at_a_stages_end_trains_on_the_cpus_the_stage_freed
     assert [r["threads"] for r in result_log(first.path)] == [1] * 6
     threads = [r["threads"] for r in result_log(last.path)]
     print("threads per epoch of the last trial:", threads)
-    assert threads[0] == 1 and threads[-3:] == [2, 2, 2], threads
+    assert threads[-3:] == [2, 2, 2], threads
