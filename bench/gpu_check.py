@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -112,6 +113,9 @@ def bench(device, quick):
     if device == "cuda":
         one, four = sharing(1), sharing(4)
         out["G2"] = row("G2", four["samples_per_s_total"] / one["samples_per_s_total"], device=where, one=one, four=four)
+    for r in out.values():  # as suite.py's rows name theirs
+        r.update(measured=time.strftime("%Y-%m-%d"), command="python bench/gpu_check.py " + " ".join(sys.argv[1:]),
+                 machine=f"{platform.node()}: {where}, torch {torch.__version__}")
     return out
 
 
