@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, TensorDataset
 
 from ..spec.settings import TrainSettings, scaled_lr
 from . import checkpoint
@@ -46,6 +46,14 @@ EVAL_BATCH, CPU_EVAL_BATCH = 512, 64
 Report = Callable[[dict, "str | None"], None]
 
 
+def batched(dataset, batch_size: int, sampler) -> DataLoader:
+    """Batches of `dataset` in `sampler`'s order. A TensorDataset's batch is one indexing of its tensors,
+    not a sample at a time and a collate: on digits 1.0 ms an epoch of data against 3.8 ms (of 32)."""
+    if isinstance(dataset, TensorDataset):
+        return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler)
+
+
 @dataclass
 class Result:
     status: str  # completed | early_stopped | target_reached | diverged
@@ -60,11 +68,11 @@ def evaluate(model, task: Task, dataset, device, precision, rank: int = 0, world
     Sums stay on the device and are all-reduced once, then read; a task with split metrics has its
     outputs gathered once, to the host, and scored over the whole split."""
     model.eval()
-    shard = Subset(dataset, range(rank, len(dataset), world))
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x n, correct, n
     names = task.split_metric_names()
     outputs, targets = [], []
-    for x, y in DataLoader(shard, batch_size=CPU_EVAL_BATCH if torch.device(device).type == "cpu" else EVAL_BATCH):
+    size = CPU_EVAL_BATCH if torch.device(device).type == "cpu" else EVAL_BATCH
+    for x, y in batched(dataset, size, range(rank, len(dataset), world)):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
             out = model(x)
@@ -142,7 +150,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
                           f"accumulation steps; use a multiple of {per_step}")
     splits = task.datasets(config)
     sampler = DistributedSampler(splits.train, num_replicas=world, rank=rank, shuffle=True, seed=s.seed)
-    loader = DataLoader(splits.train, batch_size=s.batch_size // per_step, sampler=sampler)
+    loader = batched(splits.train, s.batch_size // per_step, sampler)
     model = task.model(config).to(device)
     precision = precision_for(s.precision, device.type)
     optimizer = build_optimizer(model, s, scaled_lr(s))

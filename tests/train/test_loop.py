@@ -200,3 +200,35 @@ def test_threads_freed_mid_epoch_are_taken_within_the_epoch_not_at_the_next(monk
     per_epoch, asks = threads_per_epoch(0.0)
     assert per_epoch == [2, 2] and asks > 2
     assert threads_per_epoch(1e9) == ([1, 2], 2)
+
+
+def test_a_tensor_datasets_batches_are_one_indexing_each_and_the_same_as_a_dataloaders():
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+    from raysweep.train.loop import batched
+
+    class Counted(TensorDataset):
+        calls = 0
+
+        def __getitem__(self, index):
+            Counted.calls += 1
+            return super().__getitem__(index)
+
+    class Plain(Dataset):  # any other dataset: a sample at a time, as DataLoader does
+        def __init__(self, d):
+            self.d = d
+
+        def __len__(self):
+            return len(self.d)
+
+        def __getitem__(self, i):
+            return self.d[i]
+
+    data = Counted(torch.arange(100).float().reshape(50, 2), torch.arange(50))
+    order = torch.randperm(50, generator=torch.Generator().manual_seed(0)).tolist()
+    expected = [tuple(t.tolist() for t in b) for b in DataLoader(data, batch_size=8, sampler=order)]
+    Counted.calls = 0
+    got = [tuple(t.tolist() for t in b) for b in batched(data, 8, order)]
+    assert got == expected and Counted.calls == 7  # 7 batches (the last of 2), not 50 samples
+    assert [tuple(t.tolist() for t in b) for b in batched(Plain(data), 8, order)] == expected
+    assert len(batched(data, 8, range(0, 50, 2))) == 4  # a rank's shard: every world-th sample
