@@ -3,7 +3,7 @@
 The test measures the learning rate the optimizer sees. A spec may search another parameter that
 sets it (`base_lr` with `lr = base_lr * batch_size / 32`, or lr_scaling): the suggestion is mapped
 back through that proportion. When the spec searches the optimizer, each optimizer gets its own test
-and the coarse range covers all their suggestions."""
+and the coarse range covers all their suggestions (or stays the spec's when one suggests nothing)."""
 from __future__ import annotations
 
 import math
@@ -69,9 +69,10 @@ def run_lr_test(spec: Spec, log=console.say) -> dict:
     device = "cuda" if worker.get("GPU") else "cpu"
     refs = [task.remote(space.with_derived(b), spec.task, spec_dirs(spec), lrt.start_lr, lrt.end_lr, lrt.num_steps,
                         lrt.smoothing, lrt.diverge_factor, device) for b in bases]
-    runs, lows, highs = [], [], []
+    runs, found = [], {}  # found: optimizer -> the suggested range in units of `param`, or None
     for o, base, ref in zip(optimizers, bases, refs, strict=False):
         label = f"lr range test{f' ({o})' if o else ''}:"
+        found[o] = None
         try:
             curve = ray.get(ref)
         except Exception as e:  # a config the task cannot build: say so, keep the spec's range
@@ -88,25 +89,36 @@ def run_lr_test(spec: Spec, log=console.say) -> dict:
         log(f"{label} steepest descent at lr {s.steepest_lr:.3g}, lowest loss at {s.min_loss_lr:.3g}; "
             f"suggested lr range {s.low:.3g} .. {s.high:.3g}" + (f" ({curve.stopped})" if curve.stopped else ""))
         if unit:
-            lows.append(s.low / unit)
-            highs.append(s.high / unit)
+            found[o] = (s.low / unit, s.high / unit)
     out = {"param": param, "runs": runs, "range": None, "note": ""}
     if not lrt.set_range:
         out["note"] = "set_range is off: the coarse stage searches the spec's range"
     elif not searched:
         out["note"] = f"no searched continuous parameter '{param}': the coarse range stays as the spec has it"
-    elif not lows:
-        out["note"] = f"no usable suggestion (or '{param}' does not set the lr in proportion): spec's range kept"
     else:
-        lo, hi = max(p.min, min(lows)), min(p.max, max(highs))
-        if lo < hi:
-            out["range"] = [lo, hi]
-            out["note"] = f"coarse range of {param}: {lo:.3g} .. {hi:.3g} (spec: {p.min:g} .. {p.max:g})"
-        else:
-            out["note"] = (f"suggested {min(lows):.3g} .. {max(highs):.3g} lies outside the spec's range "
-                           f"{p.min:g} .. {p.max:g}: kept the spec's range")
+        out["range"], out["note"] = coarse_range(param, (p.min, p.max), found)
     log(f"lr range test: {out['note']}")
     return out
+
+
+def coarse_range(param: str, bounds: tuple[float, float], found: dict) -> tuple[list | None, str]:
+    """The coarse range of `param` from each optimizer's suggestion (None: its test suggested nothing)
+    and a line saying why. One range serves every optimizer the space searches, so one without a
+    suggestion keeps the spec's range: narrowed to the others' lrs, it would be ruled out unseen
+    (SGD's lrs sit 10-100x above Adam's)."""
+    lo_spec, hi_spec = bounds
+    blind = [o for o, r in found.items() if r is None]
+    if not found or len(blind) == len(found):
+        return None, f"no usable suggestion (or '{param}' does not set the lr in proportion): spec's range kept"
+    if blind:
+        return None, (f"no usable suggestion for {', '.join(map(str, blind))}: the spec's range is kept, so that "
+                      f"{'it is' if len(blind) == 1 else 'they are'} searched at lrs the test could not find")
+    lows, highs = [r[0] for r in found.values()], [r[1] for r in found.values()]
+    lo, hi = max(lo_spec, min(lows)), min(hi_spec, max(highs))
+    if lo < hi:
+        return [lo, hi], f"coarse range of {param}: {lo:.3g} .. {hi:.3g} (spec: {lo_spec:g} .. {hi_spec:g})"
+    return None, (f"suggested {min(lows):.3g} .. {max(highs):.3g} lies outside the spec's range "
+                  f"{lo_spec:g} .. {hi_spec:g}: kept the spec's range")
 
 
 def with_lr_range(spec: Spec, result: dict | None) -> Spec:

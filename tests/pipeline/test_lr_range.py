@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+from raysweep.pipeline.lr_test import coarse_range
 from raysweep.train.lr_range import range_test, suggest
 
 DIGITS = {"optimizer": "sgd", "momentum": 0.9, "batch_size": 64, "hidden": 64, "dropout": 0.0}
@@ -57,3 +58,17 @@ def test_the_stop_rule(values, window, expected):
     assert plateaued(values, "max", window, 0.01) is expected
     flipped = [None if v is None else -v for v in values]
     assert plateaued(flipped, "min", window, 0.01) is expected
+
+
+def test_the_coarse_range_covers_every_optimizers_suggestion_within_the_specs_bounds():
+    rng, note = coarse_range("lr", (1e-5, 1.0), {"adamw": (1e-3, 1e-2), "sgd": (0.03, 0.3)})
+    assert rng == [1e-3, 0.3] and "coarse range of lr" in note
+    assert coarse_range("lr", (1e-5, 0.1), {"sgd": (0.03, 0.3)})[0] == [0.03, 0.1]  # clipped to the spec
+    assert coarse_range("lr", (1e-5, 1e-3), {"sgd": (0.03, 0.3)})[0] is None  # wholly outside: the spec's
+
+
+def test_an_optimizer_whose_test_suggests_nothing_keeps_the_specs_range_for_all():
+    # narrowed to AdamW's 1e-3 .. 1e-2, SGD (which needs ~0.1 here) would never be tried at a usable lr
+    rng, note = coarse_range("lr", (1e-5, 1.0), {"sgd": None, "adamw": (1e-3, 1e-2)})
+    assert rng is None and "no usable suggestion for sgd" in note and "spec's range is kept" in note
+    assert coarse_range("lr", (1e-5, 1.0), {None: None})[0] is None
