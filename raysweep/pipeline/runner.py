@@ -187,12 +187,13 @@ class Pipeline:
         method = f.method or ("grid" if grid else "random" if spec.scheduler.type == "pbt" else "hyperopt")
         search = with_search(spec, method=method, num_samples=f.num_samples, points_to_evaluate=[])
         scheduler = self.spec.payload().get("scheduler", {})  # the spec's own (coarse may have added ASHA)
-        if pool and scheduler.get("type") in ("asha", "median"):
+        own = self.spec.scheduler
+        if pool and own.cuts_by_epoch:
             # The coarse stage already ranked these configs after its epochs: a first cut earlier than
             # that would sort near-equal configs by a noisier, shorter view than the one that chose them.
             screened = min(self.stage_epochs(self.spec.stages.coarse.epochs), self.stage_epochs(f.epochs),
-                           scheduler.get("max_t") or math.inf)
-            scheduler = {**scheduler, "grace_period": max(scheduler.get("grace_period", 1), screened)}
+                           own.max_t or math.inf)
+            scheduler = {**scheduler, "grace_period": max(own.grace_period, screened)}
         return spec.derive(search=search, scheduler=scheduler)
 
     def search(self, stage: str, spec: Spec, pool: list[TrialRecord] = (),
@@ -207,7 +208,7 @@ class Pipeline:
             known = [(params_of(space, t.config), t.value) for t in evaluated
                      if t.value is not None and space.contains(params_of(space, t.config))]
         epochs = self.stage_epochs(conf.epochs)
-        cut = f" (first cut after epoch {spec.scheduler.grace_period})" if spec.scheduler.type in ("asha", "median") else ""
+        cut = f" (first cut after epoch {spec.scheduler.grace_period})" if spec.scheduler.cuts_by_epoch else ""
         self.log(f"[{stage}] {spec.search.method} x {conf.num_samples}, {spec.scheduler.type}{cut}, {epochs} epochs"
                  + (f"; {len(points)} starting points, {len(known)} known results" if points or known else ""))
         result = self.run_stage(spec, stage, resume=True, epochs=epochs, num_samples=conf.num_samples, points=points,

@@ -187,7 +187,7 @@ def _check_scheduler(spec, known, fail):
     if sch.max_t is not None and sch.max_t > max_epochs:
         fail(("scheduler", "max_t"), f"max_t {sch.max_t} exceeds stopping.max_epochs {max_epochs}",
              "lower max_t or raise stopping.max_epochs")
-    if sch.type in ("asha", "median") and sch.grace_period > (sch.max_t or max_epochs):
+    if sch.cuts_by_epoch and sch.grace_period > (sch.max_t or max_epochs):
         fail(("scheduler", "grace_period"),
              f"grace_period {sch.grace_period} exceeds the {sch.max_t or max_epochs} epochs a trial runs",
              "lower grace_period")

@@ -129,6 +129,11 @@ class Scheduler(Strict):
     quantile_fraction: float = Field(0.25, gt=0, le=0.5)
     mutations: dict[str, Param] = {}
 
+    @property
+    def cuts_by_epoch(self) -> bool:
+        """It stops trials from `grace_period` epochs on (ASHA, median stopping)."""
+        return "grace_period" in _SCHED_TAKES[self.type]
+
     @model_validator(mode="after")
     def _fields_apply(self):
         for key in sorted(self.model_fields_set - {"type"} - _SCHED_TAKES[self.type]):
