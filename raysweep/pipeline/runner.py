@@ -309,7 +309,9 @@ class Pipeline:
         base_test = {k: v for k, v in base.metrics.items() if k.startswith("test_")} if base else {}
         outcome = FinalOutcome(result.path, self.write_best(trial, test, base_test, epochs), trial.config, trial.value,
                                test, base.value if base else None, base.status if base else None, base_test)
-        self.log(f"[final] {spec.metric.name} {trial.value:.4g}; " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()))
+        at = trial.metrics.get("tested_epoch")
+        where = f" at epoch {at} of {epochs}, whose weights are tested" if at else ""
+        self.log(f"[final] {spec.metric.name} {trial.value:.4g}{where}; " + ", ".join(f"{k} {v:.4g}" for k, v in test.items()))
         if base is not None:
             self.log(f"[final] {outcome.versus(spec.metric.name, spec.metric.mode)}")
         self.log(f"best config: {outcome.best_config}")

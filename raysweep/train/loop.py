@@ -5,6 +5,7 @@ every rank (only rank 0 passes a checkpoint), and the caller decides where that 
 """
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import tempfile
@@ -157,7 +158,10 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
     steps_per_epoch = math.ceil(len(loader) / s.grad_accum)
     schedule = Schedule(optimizer, s, steps_per_epoch, run.epochs, mode=run.mode)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
-    state = {"epoch": 0, "best": None, "first_loss": None, "bad_epochs": 0}
+    state = {"epoch": 0, "best": None, "best_epoch": None, "first_loss": None, "bad_epochs": 0}
+    # the test split is scored on the weights of the epoch the trial is ranked by (its best), not the
+    # last: a copy on the device, on every rank (each scores a share of the split), kept in checkpoints
+    best_weights = None
     resumed_from = None
     if resume_from:
         saved = checkpoint.load(resume_from)
@@ -165,7 +169,8 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         scaler.load_state_dict(saved["scaler"])
-        state = saved["loop"]
+        state = {"best_epoch": None, **saved["loop"]}
+        best_weights = saved.get("best_model")
         checkpoint.set_rng_state(saved["rng"])
         _apply_settings(optimizer, schedule, s, TrainSettings.model_validate(saved["config"]))
         if origin is not None and saved.get("origin") not in (None, origin):
@@ -227,6 +232,8 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         value = metrics[run.metric]
         status = run.judge(state, value, epoch + 1)
         metrics[f"best_{run.metric}"] = state["best"]
+        if run.evaluate_test and state["best_epoch"] == epoch + 1:
+            best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         schedule.step_epoch(value)
         metrics["status"] = status
         if resumed_from:
@@ -235,8 +242,14 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
             metrics["resumed_epoch"], resumed_epoch = resumed_epoch, None
         if status != "running":
             if run.evaluate_test:
-                test = evaluate(model, task, splits.test, device, precision, rank, world)
+                tested = model
+                if best_weights is not None and state["best_epoch"] != epoch + 1:
+                    tested = copy.deepcopy(model)
+                    tested.load_state_dict(best_weights)
+                test = evaluate(tested, task, splits.test, device, precision, rank, world)
                 metrics.update({f"test_{k}": v for k, v in test.items()})
+                if best_weights is not None:
+                    metrics["tested_epoch"] = state["best_epoch"]
             if ddp:
                 metrics["ddp_weight_spread"] = _weight_spread(model)
 
@@ -250,7 +263,8 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
             saving = time.monotonic()
             directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), metrics, model=model.state_dict(),
                                         optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                                        scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin)
+                                        scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin,
+                                        best_model=best_weights)
         try:
             report(metrics, directory)
         finally:

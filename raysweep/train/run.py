@@ -31,7 +31,7 @@ class Run:
         whether the trial goes on (running) or why it ends."""
         state["bad_epochs"] = 0 if _better(value, state["best"], self.mode, self.min_delta) else state["bad_epochs"] + 1
         if _better(value, state["best"], self.mode):
-            state["best"] = value
+            state["best"], state["best_epoch"] = value, epoch
         if self.target is not None and not _better(self.target, value, self.mode):
             return "target_reached"
         if self.patience is not None and state["bad_epochs"] >= self.patience:

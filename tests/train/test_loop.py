@@ -6,6 +6,8 @@ import torch
 
 from raysweep.train import ConfigError, Run, train
 from raysweep.train import checkpoint as ckpt
+from raysweep.train.device import precision_for
+from raysweep.train.loop import evaluate
 from raysweep.train.tasks import get_task
 
 DIGITS = Run(task="digits_mlp", metric="val_accuracy", mode="max", epochs=3)
@@ -151,6 +153,35 @@ def test_final_stage_sees_the_test_split_only_when_asked():
     assert "test_accuracy" in reports[-1] and "test_accuracy" not in reports[0]
     _, reports, _ = run({"batch_size": 64}, Run(task="digits_mlp", epochs=2))
     assert not any(k.startswith("test_") for r in reports for k in r)
+
+
+# ranked by the highest val_loss, a trial's best epoch is its first: the test must score those weights
+WORST_FIRST = Run(task="digits_mlp", metric="val_loss", mode="max", epochs=3, evaluate_test=True)
+BEST_EPOCH_CONFIG = {"lr": 3e-3, "batch_size": 64, "checkpoint_every": 1}
+
+
+def scored(state_dict):
+    task = get_task("digits_mlp")
+    model = task.model(BEST_EPOCH_CONFIG)
+    model.load_state_dict(state_dict)
+    return evaluate(model, task, task.datasets(BEST_EPOCH_CONFIG).test, "cpu", precision_for("fp32", "cpu"))["loss"]
+
+
+def test_final_test_split_is_scored_on_the_best_epochs_weights_not_the_last(tmp_path):
+    _, reports, kept = run(BEST_EPOCH_CONFIG, WORST_FIRST, keep={e: tmp_path / f"e{e}" for e in (1, 2, 3)})
+    best = max(reports, key=lambda r: r["val_loss"])["epoch"]
+    assert best != 3 and reports[-1]["tested_epoch"] == best
+    final = ckpt.load(kept[3])
+    assert reports[-1]["test_loss"] == pytest.approx(scored(final["best_model"]))
+    assert reports[-1]["test_loss"] != pytest.approx(scored(final["model"]))  # the last epoch's weights differ
+    assert all(torch.equal(final["best_model"][k], v) for k, v in ckpt.load(kept[best])["model"].items())
+
+
+def test_a_resumed_final_run_keeps_the_best_weights_from_its_checkpoint(tmp_path):
+    _, full, kept = run(BEST_EPOCH_CONFIG, WORST_FIRST, keep={2: tmp_path / "e2"})
+    _, resumed, _ = run(BEST_EPOCH_CONFIG, WORST_FIRST, resume_from=str(kept[2]))
+    assert full[-1]["tested_epoch"] < 3 and resumed[-1]["tested_epoch"] == full[-1]["tested_epoch"]
+    assert resumed[-1]["test_loss"] == full[-1]["test_loss"]
 
 
 def test_char_lm_learns_and_reports_perplexity():
