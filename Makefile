@@ -15,8 +15,9 @@ WORKERS     ?= 2
 CLUSTER     ?= cluster.yaml
 
 BIN   := $(VENV)/bin
-# --no-compile: pip byte-compiles every module of every wheel (ray, mlflow, plotly, pandas...: about
-# 15,000 files: 56 s of the 86 s install here without it, 30 s with it); Python compiles the ones a run imports, once, as it imports them.
+# --no-compile: pip byte-compiles every module of every wheel it installs (ray, mlflow, plotly, pandas...:
+# about 15,000 files; the project's step took 56 s here with it, 30 s without). Python compiles the modules
+# a run imports, once, as it imports them.
 PIP   := $(BIN)/python -m pip install -q --no-compile
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
