@@ -15,10 +15,6 @@ WORKERS     ?= 2
 CLUSTER     ?= cluster.yaml
 
 BIN   := $(VENV)/bin
-# --no-compile: pip byte-compiles every module of every wheel it installs (ray, mlflow, plotly, pandas...:
-# about 15,000 files; the project's step took 56 s here with it, 30 s without). Python compiles the modules
-# a run imports, once, as it imports them.
-PIP   := $(BIN)/python -m pip install -q --no-compile
 # Reinstall only when the project's dependencies or install recipe change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
@@ -31,8 +27,8 @@ install: $(STAMP)
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(if $(strip $(TORCH_SPEC)),$(PIP) $(TORCH_SPEC))
-	$(PIP) -e ".[$(EXTRAS)]"
+	$(if $(strip $(TORCH_SPEC)),$(BIN)/python -m pip install -q $(TORCH_SPEC))
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # Lint first (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade; see pyproject.toml), then the suite.
