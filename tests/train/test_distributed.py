@@ -13,7 +13,7 @@ from raysweep.train import Run, train
 COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "barrier", "reduce", "all_gather_into_tensor")
 
 
-def _rank(rank: int, world: int, config: dict, epochs: int, out: str) -> None:
+def _rank(rank: int, world: int, config: dict, run: Run, out: str) -> None:
     """One rank: count every collective the trainer calls (the real ones still run) and the devices
     of their tensors, then train."""
     # rendezvous through a file: a free port picked here could be taken before rank 0 binds it
@@ -31,7 +31,7 @@ def _rank(rank: int, world: int, config: dict, epochs: int, out: str) -> None:
     for name in COLLECTIVES:
         setattr(dist, name, counting(name, getattr(dist, name)))
     reports = []
-    result = train(config, Run(task="digits_mlp", epochs=epochs), lambda m, d: reports.append(m))
+    result = train(config, run, lambda m, d: reports.append(m))
     with open(f"{out}/{rank}.json", "w") as f:
         json.dump({"calls": calls, "status": result.status, "reason": result.reason, "reports": reports}, f,
                   default=str)
@@ -42,8 +42,9 @@ def _rank(rank: int, world: int, config: dict, epochs: int, out: str) -> None:
     os._exit(0)
 
 
-def _run(tmp_path, config, epochs=2, world=2):
-    mp.start_processes(_rank, args=(world, config, epochs, str(tmp_path)), nprocs=world,
+def _run(tmp_path, config, epochs=2, world=2, run=None):
+    run = run or Run(task="digits_mlp", epochs=epochs)
+    mp.start_processes(_rank, args=(world, config, run, str(tmp_path)), nprocs=world,
                        start_method="spawn")
     return [json.loads((tmp_path / f"{r}.json").read_text()) for r in range(world)]
 
@@ -102,3 +103,13 @@ def test_split_metrics_over_ranks_are_the_whole_splits(tmp_path):
     for r in ranks:
         assert r["got"]["r2"] == pytest.approx(r2_score(y, p), rel=1e-6)
         assert r["got"]["mae"] == pytest.approx(mean_absolute_error(y, p), rel=1e-6)
+
+
+def test_every_rank_scores_the_test_split_on_the_best_epochs_weights(tmp_path):
+    # ranked by the highest val_loss, the best epoch is an early one: each rank must hold its weights
+    worst_first = Run(task="digits_mlp", metric="val_loss", mode="max", epochs=3, evaluate_test=True)
+    ranks = _run(tmp_path, {"lr": 3e-3, "batch_size": 64}, run=worst_first)
+    best = max(ranks[0]["reports"], key=lambda r: r["val_loss"])["epoch"]
+    assert best < 3
+    assert [r["reports"][-1]["tested_epoch"] for r in ranks] == [best, best]
+    assert ranks[0]["reports"][-1]["test_loss"] == ranks[1]["reports"][-1]["test_loss"]
