@@ -343,7 +343,17 @@ class Choice(Family):
         return f"{value!r} is not one of the values", allowed(p.values)
 
     def narrow(self, p, seen, margin):
-        return {"distribution": self.name, "values": [v for v in p.values if v in seen], **_when(p)}
+        """Unordered values: those seen. Numbers are ordered, so they narrow like a range over their
+        sorted positions: the hull of the values seen widened by margin x the steps, rounded up (a
+        neighbour each side at any margin > 0), since a short coarse stage ranks sizes as unreliably
+        as it ranks a learning rate."""
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p.values):
+            return {"distribution": self.name, "values": [v for v in p.values if v in seen], **_when(p)}
+        order = sorted(p.values)
+        at = [order.index(v) for v in p.values if v in seen]
+        pad = math.ceil(margin * (len(order) - 1) - 1e-9)
+        lo, hi = order[max(0, min(at) - pad)], order[min(len(order) - 1, max(at) + pad)]
+        return {"distribution": self.name, "values": [v for v in p.values if lo <= v <= hi], **_when(p)}
 
     def tune(self, p):
         return list(p.values)  # PBT resamples a list uniformly

@@ -9,8 +9,9 @@ from raysweep.pipeline import narrow_spec
 from raysweep.spec import Space
 from tests.support import make_spec, numeric_params
 
-choices = st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=2, max_size=5, unique=True).map(
-    lambda v: {"values": v})
+choices = st.one_of(st.lists(st.sampled_from(["a", "b", "c", "d", "e"]), min_size=2, max_size=5, unique=True),
+                    st.lists(st.sampled_from([1, 2, 3, 16, 64, 256, 512, 0.5, 1.5]), min_size=2, max_size=9, unique=True)
+                    ).map(lambda v: {"values": v})
 
 
 def width(p, log):
@@ -33,7 +34,16 @@ def test_fine_space_holds_the_top_k_is_smaller_and_keeps_scale_and_bounds(params
         new = fine.parameters[name]
         seen = [c[name] for c in top]
         if old.is_categorical:
-            assert new.values == [v for v in old.values if v in seen]  # exactly the values seen, in order
+            if isinstance(old.values[0], str):
+                assert new.values == [v for v in old.values if v in seen]  # exactly the values seen, in order
+                continue
+            # numbers narrow like a range over their sorted positions: the hull of those seen, widened by
+            # margin x the steps rounded up, in the spec's order
+            order = sorted(old.values)
+            pad = math.ceil(margin * (len(order) - 1) - 1e-9)
+            lo = max(0, order.index(min(seen)) - pad)
+            hi = min(len(order) - 1, order.index(max(seen)) + pad)
+            assert new.values == [v for v in old.values if v in order[lo:hi + 1]]
             continue
         if new.distribution == "constant":  # every top config had the same value and no margin fits
             assert len(set(seen)) == 1
@@ -80,3 +90,16 @@ def test_normal_becomes_a_bounded_range_around_the_top_k():
     fine = narrow_spec(coarse, [{"x": -1.0}, {"x": 0.5}], 0.25)
     x = fine.parameters["x"]
     assert (x.distribution, x.min, x.max) == ("uniform", -1.0 - 2.0, 0.5 + 2.0)
+
+
+def test_sizes_keep_their_neighbours_and_names_only_what_was_seen():
+    coarse = make_spec({"hidden": {"values": [512, 64, 256, 1024]}, "layers": {"values": [1, 2, 3]},
+                        "optimizer": {"values": ["sgd", "adamw"]}})
+    top = [{"hidden": 512, "layers": 1, "optimizer": "adamw"}, {"hidden": 512, "layers": 1, "optimizer": "adamw"}]
+    fine = narrow_spec(coarse, top, 0.1)
+    # one step each side of 512 in size order, kept in the spec's order; layers 1 keeps 2; sgd was never seen
+    assert fine.parameters["hidden"].values == [512, 256, 1024]
+    assert fine.parameters["layers"].values == [1, 2]
+    assert fine.parameters["optimizer"].values == ["adamw"]
+    exact = narrow_spec(coarse, top, 0.0)
+    assert exact.parameters["hidden"].values == [512] and exact.parameters["layers"].values == [1]
