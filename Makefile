@@ -10,6 +10,7 @@ TORCH_SPEC  ?= torch==2.13.0
 SPEC        ?= search_spaces/char_lm_small.yaml
 ARGS        ?=
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
 EXTRAS      ?= test
 WORKERS     ?= 2
 CLUSTER     ?= cluster.yaml
@@ -31,10 +32,13 @@ $(STAMP):
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-# Lint first (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade; see pyproject.toml), then the suite.
+# Lint first (ruff: pyflakes, pycodestyle, import order, bugbear, pyupgrade; see pyproject.toml), then the suite
+# in PYTEST_WORKERS processes (pytest-xdist; 0: in this one). Most of the suite's wall time is waiting (servers,
+# clusters, outages, kills), so two workers on two cores overlap it; a file's tests stay on one worker, and
+# tests/cluster/ shares one cluster on one worker (tests/conftest.py).
 test: install browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The report's and the MLflow UI's browser tests drive the system's Chromium (browsers cannot be
 # downloaded here): Debian's package, installed when missing and apt-get can (as root).

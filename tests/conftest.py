@@ -43,3 +43,13 @@ def ray_client_env(ray_session) -> dict:
     cluster) instead of starting its own: for tests of the command, not of the local instance it starts."""
     return {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": os.environ["RAY_AUTH_TOKEN_PATH"]}
+
+
+def pytest_collection_modifyitems(items):
+    """Under `-n N --dist loadgroup` (make test), keep each file's tests on one worker, so that its
+    module fixtures start once, and every test in tests/cluster/ on the one worker that holds the
+    package's cluster."""
+    root = Path(__file__).parent
+    for item in items:
+        rel = Path(item.path).relative_to(root)
+        item.add_marker(pytest.mark.xdist_group("cluster" if rel.parts[0] == "cluster" else str(rel)))
