@@ -38,7 +38,7 @@ $(STAMP):
 # tests/cluster/ shares one cluster on one worker (tests/conftest.py).
 test: install browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The report's and the MLflow UI's browser tests drive the system's Chromium (browsers cannot be
 # downloaded here): Debian's package, installed when missing and apt-get can (as root).

@@ -45,11 +45,17 @@ def ray_client_env(ray_session) -> dict:
             "RAY_AUTH_TOKEN_PATH": os.environ["RAY_AUTH_TOKEN_PATH"]}
 
 
-def pytest_collection_modifyitems(items):
-    """Under `-n N --dist loadgroup` (make test), keep each file's tests on one worker, so that its
-    module fixtures start once, and every test in tests/cluster/ on the one worker that holds the
-    package's cluster."""
-    root = Path(__file__).parent
-    for item in items:
-        rel = Path(item.path).relative_to(root)
-        item.add_marker(pytest.mark.xdist_group("cluster" if rel.parts[0] == "cluster" else str(rel)))
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `make test`'s workers: a file's tests on one worker, so that its module fixtures start
+    once, and all of tests/cluster/ on the one worker that holds the package's cluster. (xdist's
+    `loadgroup` cannot do it under pytest 9: it renames node ids through a field pytest 9 dropped.)"""
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return "tests/cluster" if file.startswith("tests/cluster/") else file
+
+    return ByFile(config, log)
