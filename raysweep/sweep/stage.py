@@ -153,7 +153,9 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
                 # 40 short trials, measured in bench/function_overhead.py)
                 max_concurrent_trials=None if spec.scheduler.type == "hyperband" else (
                     spec.search.max_concurrent or (total if isinstance(searcher, ListSearcher) else None)),
-                reuse_actors=True,
+                # a hung trial's process keeps its stuck thread, and Tune hands a stopped trial's process
+                # to the next trial, whose start then fails: with a watchdog, a fresh process each trial
+                reuse_actors=not spec.stopping.trial_timeout_s,
                 time_budget_s=time_budget_s or spec.stopping.time_budget_s),
             run_config=tune.RunConfig(
                 name=name, storage_path=storage_path, verbose=0,

@@ -230,6 +230,19 @@ def test_a_raising_a_diverging_and_a_hanging_trial_are_recorded_and_only_they_ru
     assert by_id(session.stage(spec, "coarse", retry=True, quiet=True)) == by_id(again)  # nothing left to retry
 
 
+def test_the_trial_after_a_hung_one_gets_a_fresh_process_not_the_hung_ones(ray_session, tmp_path):
+    # one at a time: Tune would hand the hung trial's process (its thread still asleep) to the next
+    # trial, whose start then fails after a 2 s wait for that thread (Tune's reset_config)
+    (tmp_path / "faulty_task.py").write_text(FAULTY_TASK)
+    (tmp_path / "hang.yaml").write_text(
+        "name: hang\ntask: faulty_task:Faulty\nmetric: {name: val_accuracy, mode: max}\n"
+        "search: {method: grid, max_concurrent: 1}\nstopping: {max_epochs: 1, trial_timeout_s: 3}\n"
+        "resources: {cpus_per_worker: 0.25}\nparameters: {hidden: {distribution: grid, values: [14, 16]}}\n")
+    spec = load_spec(str(tmp_path / "hang.yaml"))
+    result = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True)
+    assert {t.config["hidden"]: t.status for t in result.trials} == {14: "timed_out", 16: "completed"}
+
+
 def test_the_trial_left_alone_at_a_stages_end_trains_on_the_cpus_the_stage_freed(ray_session, tmp_path):
     # two trials one at a time on Ray's 2 CPUs, 0.25 CPU each: the first runs while the second is still
     # to come, on the one thread Ray gives it; the second is the stage's last, alone, and the driver
