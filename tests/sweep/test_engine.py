@@ -186,14 +186,19 @@ class Faulty(DigitsMLP):
 """
 
 
-def test_a_raising_a_diverging_and_a_hanging_trial_are_recorded_and_only_they_run_again(ray_session, tmp_path):
+def faulty_session(tmp_path, hidden: list, concurrent: int, timeout_s: float):
+    """A grid over FAULTY_TASK's `hidden` (which picks each trial's fault), one epoch a trial."""
     (tmp_path / "faulty_task.py").write_text(FAULTY_TASK)
     (tmp_path / "faulty.yaml").write_text(
         "name: faulty\ntask: faulty_task:Faulty\nmetric: {name: val_accuracy, mode: max}\n"
-        "search: {method: grid, max_concurrent: 2}\nstopping: {max_epochs: 1, trial_timeout_s: 4}\n"
-        "resources: {cpus_per_worker: 0.25}\nparameters: {hidden: {distribution: grid, values: [16, 13, 14, 15]}}\n")
+        f"search: {{method: grid, max_concurrent: {concurrent}}}\nstopping: {{max_epochs: 1, trial_timeout_s: {timeout_s}}}\n"
+        f"resources: {{cpus_per_worker: 0.25}}\nparameters: {{hidden: {{distribution: grid, values: {hidden}}}}}\n")
     spec = load_spec(str(tmp_path / "faulty.yaml"))
-    session = Session.start(spec, runs_dir=str(tmp_path))
+    return spec, Session.start(spec, runs_dir=str(tmp_path))
+
+
+def test_a_raising_a_diverging_and_a_hanging_trial_are_recorded_and_only_they_run_again(ray_session, tmp_path):
+    spec, session = faulty_session(tmp_path, [16, 13, 14, 15], concurrent=2, timeout_s=4)
     started = time.monotonic()
     result = session.stage(spec, "coarse", quiet=True)
     took = time.monotonic() - started
@@ -233,13 +238,8 @@ def test_a_raising_a_diverging_and_a_hanging_trial_are_recorded_and_only_they_ru
 def test_the_trial_after_a_hung_one_gets_a_fresh_process_not_the_hung_ones(ray_session, tmp_path):
     # one at a time: Tune would hand the hung trial's process (its thread still asleep) to the next
     # trial, whose start then fails after a 2 s wait for that thread (Tune's reset_config)
-    (tmp_path / "faulty_task.py").write_text(FAULTY_TASK)
-    (tmp_path / "hang.yaml").write_text(
-        "name: hang\ntask: faulty_task:Faulty\nmetric: {name: val_accuracy, mode: max}\n"
-        "search: {method: grid, max_concurrent: 1}\nstopping: {max_epochs: 1, trial_timeout_s: 3}\n"
-        "resources: {cpus_per_worker: 0.25}\nparameters: {hidden: {distribution: grid, values: [14, 16]}}\n")
-    spec = load_spec(str(tmp_path / "hang.yaml"))
-    result = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True)
+    spec, session = faulty_session(tmp_path, [14, 16], concurrent=1, timeout_s=3)
+    result = session.stage(spec, "coarse", quiet=True)
     assert {t.config["hidden"]: t.status for t in result.trials} == {14: "timed_out", 16: "completed"}
 
 
