@@ -45,7 +45,6 @@ def ray_client_env(ray_session) -> dict:
             "RAY_AUTH_TOKEN_PATH": os.environ["RAY_AUTH_TOKEN_PATH"]}
 
 
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Under `make test`'s workers: a file's tests on one worker, so that its module fixtures start

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..spec.distributions import all_numbers
 from ..spec.objective import best, ranked
 from ..tracking.read import SweepView, TrialView
 
@@ -74,8 +75,7 @@ def _distributions(trials: list[TrialView], params: list[str], log: dict):
     dists = {}
     for p in params:
         values = [t.config[p] for t in trials]
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        if numeric:
+        if all_numbers(values):
             lo, hi = float(min(values)), float(max(values))
             if lo < hi:
                 dists[p] = FloatDistribution(lo, hi, log=bool(log.get(p)) and lo > 0)

@@ -1,6 +1,8 @@
 """Figures saved next to a run (and to MLflow): matplotlib without a display."""
 from __future__ import annotations
 
+from ..spec.distributions import all_numbers
+
 
 def lr_range_plot(result: dict, path: str) -> str:
     """Smoothed loss against lr (log scale), one curve per optimizer, with the steepest point and
@@ -48,7 +50,7 @@ def _save(fig, path: str) -> str:
 
 def _axis_values(values: list):
     """Numbers as they are; anything else as positions, with the labels to put on them."""
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+    if all_numbers(values):
         return [float(v) for v in values], None
     labels = sorted({str(v) for v in values})
     return [labels.index(str(v)) for v in values], labels

@@ -81,6 +81,11 @@ class Family:
         raise NotImplementedError
 
 
+def all_numbers(values) -> bool:
+    """Every value an int or a float: ordered, unlike names (YAML's true and false are not numbers here)."""
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def data_of(p, **changes) -> dict:
     """A parameter as spec data that validates back to an equal Param."""
     return {**p.model_dump(mode="json", exclude_unset=True), "distribution": p.distribution, **changes}
@@ -347,7 +352,7 @@ class Choice(Family):
         sorted positions: the hull of the values seen widened by margin x the steps, rounded up (a
         neighbour each side at any margin > 0), since a short coarse stage ranks sizes as unreliably
         as it ranks a learning rate."""
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p.values):
+        if not all_numbers(p.values):
             return {"distribution": self.name, "values": [v for v in p.values if v in seen], **_when(p)}
         order = sorted(p.values)
         at = [order.index(v) for v in p.values if v in seen]
