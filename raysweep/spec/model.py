@@ -185,7 +185,7 @@ class LRRangeTest(Strict):
     start_lr: float = Field(1e-7, gt=0)
     end_lr: float = Field(1.0, gt=0)
     num_steps: int = Field(100, ge=10)
-    smoothing: float = Field(0.05, gt=0, lt=1)  # weight of each new loss in the running average
+    smoothing: float = Field(0.05, gt=0, lt=1)  # each new loss's weight in the running average that detects divergence
     diverge_factor: float = Field(4.0, gt=1)  # stop once smoothed loss > factor x best
     set_range: bool = True  # coarse stage's range of `param` from the test's suggestion
     param: str | None = None  # the parameter that sets the lr; default: lr, or the one a derived lr uses
