@@ -79,16 +79,20 @@ def range_test(config: dict, task_ref: str, task_dirs: tuple = (), start_lr: flo
 
 
 def smooth(losses, width: int | None = None) -> list[float]:
-    """A centered moving average over `width` steps (a tenth of the curve, odd, at least 3), shorter at
-    the ends. A running average lags: with each new loss weighted 0.05 it trails by about 19 steps, two
-    decades of lr in a 60-step test over seven, so it put the minimum late and hid a fall in the last
-    steps (SGD's, when its good lrs sit at the top of the range)."""
+    """A centered moving average `width` steps wide (a tenth of the curve, odd, at least 3), narrowed
+    symmetrically near the ends so that every point stays the center of its window. A running average
+    lags: with each new loss weighted 0.05 it trails by about 19 steps, two decades of lr in a 60-step
+    test over seven, so it put the minimum late and hid a fall in the last steps (SGD's, when its good
+    lrs sit at the top of the range); a window cut short at the end would pull the end's lr earlier
+    values, and move a minimum there."""
     x = np.asarray(losses, float)
-    if len(x) < 3:
-        return x.tolist()
-    width = min(width or max(3, len(x) // 10) | 1, len(x))
-    kernel = np.ones(width)
-    return (np.convolve(x, kernel, "same") / np.convolve(np.ones_like(x), kernel, "same")).tolist()
+    half = (width or max(3, len(x) // 10)) // 2
+    sums = np.concatenate([[0.0], np.cumsum(x)])
+    out = []
+    for i in range(len(x)):
+        h = min(half, i, len(x) - 1 - i)
+        out.append((sums[i + h + 1] - sums[i - h]) / (2 * h + 1))
+    return out
 
 
 def _smoothed(curve: Curve) -> Curve:
@@ -111,9 +115,10 @@ class Suggestion:
 
 
 def suggest(lrs, smoothed, skip_start: float = 0.1, min_drop: float = 0.05) -> Suggestion:
-    """The steepest-descent lr before the minimum, and a one-decade range below the minimum:
-    [lr_min/30, lr_min/3] around the usual "1/3 to 1/10 of the lr at minimum loss", widened to
-    take in the steepest point. No suggestion when the loss never fell by `min_drop`."""
+    """The steepest-descent lr before the minimum, and a one-decade range for the peak lr of a
+    scheduled run: [lr_min/10, lr_min], widened down to the steepest point. Its bottom is fastai's
+    pick for a constant lr, its top Smith's upper bound (where the loss stops falling: a warm-up and
+    a decay make it usable as a peak). No suggestion when the loss never fell by `min_drop`."""
     lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
     if len(lrs) < 5:
         return Suggestion(None, None, None, None, f"only {len(lrs)} steps before the loss diverged; lower start_lr")
@@ -126,4 +131,4 @@ def suggest(lrs, smoothed, skip_start: float = 0.1, min_drop: float = 0.05) -> S
     slopes = np.gradient(smoothed[window], np.log10(lrs[window])) if i_min - start >= 2 else np.array([0.0])
     steepest = float(lrs[start + int(np.argmin(slopes))])
     lr_min = float(lrs[i_min])
-    return Suggestion(steepest, lr_min, min(lr_min / 30, steepest), max(lr_min / 3, steepest))
+    return Suggestion(steepest, lr_min, min(lr_min / 10, steepest), lr_min)

@@ -18,9 +18,9 @@ def test_suggestion_on_a_known_curve():
     s = suggest(lrs, loss)
     assert math.isclose(math.log10(s.steepest_lr), -3, abs_tol=0.08)
     assert math.isclose(math.log10(s.min_loss_lr), -1.9, abs_tol=0.15)
-    # a decade below the minimum (1/3 to 1/10 of it, and lower), holding the steepest point
-    assert math.isclose(s.low, s.min_loss_lr / 30) and math.isclose(s.high, s.min_loss_lr / 3)
-    assert s.low < s.steepest_lr < s.high
+    # the decade below the minimum, widened down to hold the steepest point
+    assert math.isclose(s.low, min(s.min_loss_lr / 10, s.steepest_lr)) and math.isclose(s.high, s.min_loss_lr)
+    assert s.low <= s.steepest_lr < s.high
 
 
 def test_no_suggestion_when_the_loss_never_falls():
@@ -37,7 +37,7 @@ def test_range_test_on_digits_grows_lr_exponentially_and_stops_on_divergence():
     smoothed = np.array(curve.smoothed)
     assert smoothed.min() < 0.8 * smoothed[0]  # it learned on the way
     s = suggest(curve.lrs, curve.smoothed)
-    assert s.steepest_lr <= s.min_loss_lr and s.low < s.high < s.min_loss_lr
+    assert s.steepest_lr <= s.min_loss_lr and s.low < s.high == s.min_loss_lr
 
 
 def test_range_test_is_reproducible():
@@ -111,7 +111,9 @@ def test_a_fall_in_the_last_steps_still_gives_a_range_below_the_end():
     lrs = np.logspace(-7, 0, 60)
     assert suggest(lrs, _running_average(SGD_LOSSES)).low is None  # lagging, it never saw 5 % of fall
     s = suggest(lrs, smooth(SGD_LOSSES))
-    assert s.low is not None and 0.01 < s.low < s.high <= 1.0
+    # the raw loss is lowest at lr 0.58 and rises in the last two steps: a window cut short at the end
+    # would put the minimum at the end (1.0); the range is the decade below 0.58
+    assert math.isclose(s.min_loss_lr, lrs[57]) and math.isclose(s.low, lrs[57] / 10) and s.high == s.min_loss_lr
 
 
 def test_smoothing_keeps_the_curves_length_and_a_constant():
