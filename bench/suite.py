@@ -322,7 +322,7 @@ B5_TASKS = {  # spec, its test metric, search seeds, overrides (sized for a 2-co
                 ["stopping.max_epochs=3", "fixed.steps_per_epoch=15", "stages.lr_range_test.num_steps=30",
                  "stages.coarse={num_samples: 4, epochs: 1, top_k: 2}", "stages.fine={num_samples: 3, top_k: 2}"]),
     # not run with --quick. Random search's best of 13 varies with the search seed (test accuracy 0.49 to
-    # 0.60 over seeds 3-22, standard deviation 0.027): 3 seeds cannot tell the two sides apart, 10 give
+    # 0.60 over seeds 3-22, standard deviation 0.028): 3 seeds cannot tell the two sides apart, 10 give
     # its mean a standard error near 0.009. Seeds from 100: development used 0-22.
     "hard": ("bench/b5_hard.yaml", "test_accuracy", range(100, 110), [], []),
 }
