@@ -68,35 +68,32 @@ def range_test(config: dict, task_ref: str, task_dirs: tuple = (), start_lr: flo
                 curve.stopped = f"loss is {value} at lr {lr:.3g}"
                 return _smoothed(curve)
             average = (1 - smoothing) * average + smoothing * value
-            smooth = average / (1 - (1 - smoothing) ** (i + 1))
+            running = average / (1 - (1 - smoothing) ** (i + 1))
             curve.lrs.append(lr)
             curve.losses.append(value)
-            best = min(best, smooth)
-            if smooth > diverge_factor * best:
-                curve.stopped = f"smoothed loss {smooth:.4g} > {diverge_factor:g} x best {best:.4g} at lr {lr:.3g}"
+            best = min(best, running)
+            if running > diverge_factor * best:
+                curve.stopped = f"smoothed loss {running:.4g} > {diverge_factor:g} x best {best:.4g} at lr {lr:.3g}"
                 return _smoothed(curve)
     return _smoothed(curve)
 
 
 def smooth(losses, width: int | None = None) -> list[float]:
-    """A centered moving average `width` steps wide (a tenth of the curve, odd, at least 3), narrowed
+    """A centered moving average `width` steps wide (a tenth of the curve, at least 3), narrowed
     symmetrically near the ends so that every point stays the center of its window. A running average
     lags: with each new loss weighted 0.05 it trails by about 19 steps, two decades of lr in a 60-step
     test over seven, so it put the minimum late and hid a fall in the last steps (SGD's, when its good
-    lrs sit at the top of the range); a window cut short at the end would pull the end's lr earlier
-    values, and move a minimum there."""
+    lrs sit at the top of the range). A window cut short on one side at the end would mix earlier
+    losses into the last lrs' values and move a minimum there."""
     x = np.asarray(losses, float)
-    half = (width or max(3, len(x) // 10)) // 2
+    i = np.arange(len(x))
+    h = np.minimum((width or max(3, len(x) // 10)) // 2, np.minimum(i, len(x) - 1 - i))
     sums = np.concatenate([[0.0], np.cumsum(x)])
-    out = []
-    for i in range(len(x)):
-        h = min(half, i, len(x) - 1 - i)
-        out.append((sums[i + h + 1] - sums[i - h]) / (2 * h + 1))
-    return out
+    return ((sums[i + h + 1] - sums[i - h]) / (2 * h + 1)).tolist()
 
 
 def _smoothed(curve: Curve) -> Curve:
-    curve.smoothed = smooth(curve.losses) if curve.losses else []
+    curve.smoothed = smooth(curve.losses)
     return curve
 
 

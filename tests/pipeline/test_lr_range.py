@@ -10,11 +10,15 @@ from raysweep.train.lr_range import range_test, smooth, suggest
 DIGITS = {"optimizer": "sgd", "momentum": 0.9, "batch_size": 64, "hidden": 64, "dropout": 0.0}
 
 
-def test_suggestion_on_a_known_curve():
-    lrs = np.logspace(-7, 0, 100)
+def known_curve(n: int):
+    """Flat at 2.3, falling fastest at lr 1e-3 (a logistic in log lr), lowest near 1e-2, then blowing up."""
+    lrs = np.logspace(-7, 0, n)
     x = np.log10(lrs)
-    # flat at 2.3, falls fastest at lr 1e-3 (a logistic in log lr), lowest at 1e-2, then blows up
-    loss = 2.3 - 2.0 / (1 + np.exp(-(x + 3) * 3)) + np.where(x > -2, (x + 2) ** 2 * 5, 0)
+    return lrs, 2.3 - 2.0 / (1 + np.exp(-(x + 3) * 3)) + np.where(x > -2, (x + 2) ** 2 * 5, 0)
+
+
+def test_suggestion_on_a_known_curve():
+    lrs, loss = known_curve(100)
     s = suggest(lrs, loss)
     assert math.isclose(math.log10(s.steepest_lr), -3, abs_tol=0.08)
     assert math.isclose(math.log10(s.min_loss_lr), -1.9, abs_tol=0.15)
@@ -74,14 +78,6 @@ def test_an_optimizer_whose_test_suggests_nothing_keeps_the_specs_range_for_all(
     assert coarse_range("lr", (1e-5, 1.0), {None: None})[0] is None
 
 
-def _noisy_curve(n: int, seed: int = 0):
-    """A curve falling fastest at lr 1e-3, lowest near 1e-2, with mini-batch noise."""
-    lrs = np.logspace(-7, 0, n)
-    x = np.log10(lrs)
-    loss = 2.3 - 2.0 / (1 + np.exp(-(x + 3) * 3)) + np.where(x > -2, (x + 2) ** 2 * 5, 0)
-    return lrs, loss + np.random.default_rng(seed).normal(0, 0.05, n)
-
-
 def _running_average(values, weight=0.05):
     out, average = [], 0.0
     for i, v in enumerate(values):
@@ -91,7 +87,8 @@ def _running_average(values, weight=0.05):
 
 
 def test_the_curve_is_read_without_the_running_averages_lag():
-    lrs, raw = _noisy_curve(60)
+    lrs, loss = known_curve(60)
+    raw = loss + np.random.default_rng(0).normal(0, 0.05, 60)  # mini-batch noise
     s = suggest(lrs, smooth(raw))
     assert math.isclose(math.log10(s.steepest_lr), -3, abs_tol=0.3)
     assert math.isclose(math.log10(s.min_loss_lr), -1.9, abs_tol=0.3)
