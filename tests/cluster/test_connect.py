@@ -37,11 +37,13 @@ import sys, time, ray
 from raysweep.session import connect_ray, route_ray_logs
 log = route_ray_logs(sys.argv[1])
 connect_ray(sys.argv[2])
-ray._private.utils.publish_error_to_driver("raylet_died", "Raylet is terminated. [state-dump] test",
-                                           ray._private.worker.global_worker.gcs_client)
+# The driver subscribes to the cluster's errors on a thread of its own after connecting: a message
+# published before that subscription is not delivered, so publish again until one arrives
 deadline = time.monotonic() + 60
 while "Raylet is terminated" not in open(log).read() and time.monotonic() < deadline:
-    time.sleep(0.1)
+    ray._private.utils.publish_error_to_driver("raylet_died", "Raylet is terminated. [state-dump] test",
+                                               ray._private.worker.global_worker.gcs_client)
+    time.sleep(2)
 print("relayed")
 """
 
