@@ -109,7 +109,10 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     epochs = epochs or spec.stopping.max_epochs
     num_samples = num_samples or spec.search.num_samples
     space = Space(spec)
-    run = Run.from_spec(spec, epochs=epochs, evaluate_test=evaluate_test)
+    # a stage shorter than the spec's max_epochs (the coarse one) trains the first epochs of full-length
+    # runs, as ASHA's rungs do: the same schedule, warmup and `epochs` in derived values as the runs it
+    # screens for, not a compressed run whose best lr and warmup are its own
+    run = Run.from_spec(spec, epochs=epochs, horizon=spec.stopping.max_epochs, evaluate_test=evaluate_test)
     payload = {"spec": spec.payload(), "run": asdict(run), "storage": storage_path,
                "nested": spec.search.method == "hyperopt" and configs is None, "function": is_function_task(spec)}
     p = plan(spec.resources)

@@ -156,7 +156,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
     precision = precision_for(s.precision, device.type)
     optimizer = build_optimizer(model, s, scaled_lr(s))
     steps_per_epoch = math.ceil(len(loader) / s.grad_accum)
-    schedule = Schedule(optimizer, s, steps_per_epoch, run.epochs, mode=run.mode)
+    schedule = Schedule(optimizer, s, steps_per_epoch, max(run.horizon or 0, run.epochs), mode=run.mode)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
     state = {"epoch": 0, "best": None, "best_epoch": None, "first_loss": None, "bad_epochs": 0}
     # the test split is scored on the weights of the epoch the trial is ranked by (its best), not the

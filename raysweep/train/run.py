@@ -20,6 +20,7 @@ class Run:
     metric: str = "val_loss"
     mode: str = "min"
     epochs: int = 20
+    horizon: int | None = None  # epochs the lr schedule spans (None: `epochs`); a short stage trains the first `epochs`
     patience: int | None = None
     min_delta: float = 0.0
     target: float | None = None

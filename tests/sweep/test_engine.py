@@ -1,5 +1,6 @@
 """The sweep engine on a real Ray instance, the real trainer and real MLflow (sqlite), read back
 through MlflowClient: every searcher x scheduler, ASHA's early stops, PBT's exploits, failing trials."""
+import math
 import os
 import time
 from pathlib import Path
@@ -80,6 +81,16 @@ def test_asha_stops_weak_trials_before_max_t(ray_session, tmp_path):
     epochs = sorted(t.epochs for t in result.trials)
     assert epochs[0] < 6 and epochs[-1] == 6, epochs
     assert {t.status for t in result.trials if t.epochs < 6} == {"stopped"}
+
+
+def test_a_stage_shorter_than_max_epochs_trains_the_start_of_full_length_runs(ray_session, tmp_path):
+    """The coarse stage's 1 epoch of a 4-epoch cosine run ends where the full run's first epoch does
+    (lr at cos(pi/4) of the way down), not at the end of a 1-epoch cosine of its own (lr near 0)."""
+    spec = make_spec("short_stage", "random", "fifo", epochs=4, fixed={**BASE["fixed"], "schedule": "cosine"})
+    result = Session.start(spec, runs_dir=str(tmp_path)).stage(spec, "coarse", quiet=True, epochs=1)
+    assert result.trials and all(t.epochs == 1 for t in result.trials)
+    for t in result.trials:
+        assert t.metrics["scheduled_lr"] == pytest.approx(t.config["lr"] * (1 + math.cos(math.pi / 4)) / 2, rel=0.02)
 
 
 def test_pbt_exploits_from_checkpoints(ray_session, tmp_path):

@@ -87,3 +87,20 @@ def test_the_trainer_reports_the_scheduled_lr():
     train({"optimizer": "sgd", "lr": 0.2, "schedule": "step", "step_size": 1, "gamma": 0.5, "batch_size": 256},
           Run(task="digits_mlp", epochs=3), lambda m, c: reports.append(m))
     assert [r["scheduled_lr"] for r in reports] == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_a_run_cut_short_of_its_horizon_is_the_start_of_the_full_length_run():
+    """The coarse stage's trials: 2 epochs of a 4-epoch cosine schedule with warmup, step for step the
+    full run's first 2 epochs, not a compressed run of their own."""
+    config = {"lr": 0.3, "schedule": "cosine", "warmup_steps": 8, "batch_size": 256}
+
+    def epochs(run):
+        reports = []
+        train(config, run, lambda m, c: reports.append(m))
+        return [v for r in reports for v in (r["scheduled_lr"], r["train_loss"])]
+
+    full = epochs(Run(task="digits_mlp", epochs=4))
+    cut = epochs(Run(task="digits_mlp", epochs=2, horizon=4))
+    compressed = epochs(Run(task="digits_mlp", epochs=2))
+    assert cut == pytest.approx(full[:4])
+    assert compressed[2] < 0.5 * cut[2]  # a 2-epoch cosine is near its end where the 4-epoch one is mid-way
