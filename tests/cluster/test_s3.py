@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.sweep.local_cluster import free_port
-from tests.support import cli_on
+from tests.support import assert_epoch_steps, cli_on
 
 PBT = ["search_spaces/digits_pbt.yaml", "--set", "storage_path=s3://sweeps/pbt", "--set", "stopping.max_epochs=10",
        "--set", "search.num_samples=4", "--set", "resources.cpus_per_worker=0.25", "--set", "fixed.batch_size=16"]
@@ -91,10 +91,7 @@ def test_pbt_on_s3_storage_killed_and_resumed(cluster, s3, tmp_path):
     runs = [r for r in mlflow.search_runs([experiment.experiment_id]) if "raysweep.trial_id" in r.data.tags]
     assert sorted(r.data.tags["raysweep.trial_id"] for r in runs) == sorted(t["trial_id"] for t in results["trials"])
     for r in runs:
-        steps = sorted(m.step for m in mlflow.get_metric_history(r.info.run_id, "val_accuracy"))
-        assert len(steps) == len(set(steps)) and steps[-1] == 10, steps  # each step once, to the end
-        if steps != list(range(1, 11)):  # a PBT clone continues from its donor's (later) epoch, and says so
-            assert steps[0] == 1 and "raysweep.resumed_from" in r.data.tags, (steps, r.data.tags)
+        assert_epoch_steps(mlflow, r, "val_accuracy", 10)
     assert any(k.endswith("/results.json") for k in keys(client, "pbt/mlartifacts/"))  # the stage run's artifact
 
 

@@ -13,7 +13,7 @@ from raysweep.sweep import StageResult
 from raysweep.sweep.progress import result_log
 from raysweep.sweep.schedulers import SCHEDULERS
 from raysweep.sweep.searchers import SEARCHERS
-from tests.support import trial_runs
+from tests.support import assert_epoch_steps, trial_runs
 
 BASE = {
     "task": "digits_mlp", "metric": {"name": "val_accuracy", "mode": "max"},
@@ -65,8 +65,7 @@ def test_every_searcher_with_every_scheduler(ray_session, tmp_path, method, sche
     by_trial = {r.data.tags["raysweep.trial_id"]: r for r in children}
     for t in result.trials:
         run = by_trial[t.trial_id]
-        history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        assert sorted(m.step for m in history) == list(range(1, t.epochs + 1))  # one point per epoch, no repeats
+        assert_epoch_steps(client, run, "val_accuracy", t.epochs)
         # never started over: Tune's median rule and HyperBand paused trials, which began again (PBT's
         # clones go on from other trials' checkpoints by design)
         assert [r["epoch"] for r in result_log(t.path)] == list(range(1, t.epochs + 1)) or scheduler == "pbt"
