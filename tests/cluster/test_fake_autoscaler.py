@@ -20,7 +20,9 @@ def test_autoscaled_nodes_run_the_trials(tmp_path):
     cluster = up(str(tmp_path / "fake"), workers=0, fake=True)
     try:
         workers = {n["NodeID"] for n in cluster.alive_nodes() if "worker" in n["Resources"]}
-        assert len(workers) == 2  # started by the autoscaler, not by us
+        # started by the autoscaler, not by us (min_workers 2; on a loaded machine it has launched a
+        # third while a slow node registered)
+        assert len(workers) >= 2
         out = cli_on(cluster, "sweep", "search_spaces/digits_mlp.yaml", "--set", "search.num_samples=2", "--set",
                      "stopping.max_epochs=2", "--set", "resources={cpus_per_worker: 0.5, custom: {worker: 0.5}}",
                      "--runs-dir", tmp_path / "runs")

@@ -75,7 +75,11 @@ def test_rerun_after_a_kill_in_fine_finishes_without_repeating_coarse(pipeline):
     assert 1 <= len(pipeline["fine_done"]) < 8
     for trial, log in pipeline["fine_logs"].items():
         if any(t in trial for t in pipeline["fine_done"]):  # finished before the kill: not trained again
-            assert fine_after[trial] == log
+            # Tune's driver writes a trial's result log: a kill can come after its snapshot took the
+            # last report and before the log did, and that line is written later. Anything else would
+            # be training again, which repeats epochs (Tune keeps a lost attempt's lines)
+            epochs = [json.loads(line)["epoch"] for line in fine_after[trial].splitlines()]
+            assert fine_after[trial].startswith(log) and epochs == list(range(1, len(epochs) + 1)), (log, fine_after[trial])
         else:  # unfinished: run again (from its last checkpoint, or from scratch without one)
             assert trial in fine_after
     state = json.loads((runs / "pipelines" / NAME / "state.json").read_text())
