@@ -91,7 +91,6 @@ def trial_runs(session, stage):
     return client, parent[0], children
 
 
-
 def assert_epoch_steps(client, run, metric: str, epochs: int) -> None:
     """A trial run's history of `metric`: each epoch once, up to its last. Only a PBT clone may skip:
     it goes on from its donor's checkpoint, which can be epochs ahead of where it stood (as in Tune's
@@ -100,6 +99,7 @@ def assert_epoch_steps(client, run, metric: str, epochs: int) -> None:
     assert len(steps) == len(set(steps)) and steps[-1] == epochs, steps
     if steps != list(range(1, epochs + 1)):
         assert steps[0] == 1 and "raysweep.resumed_from" in run.data.tags, (steps, run.data.tags)
+
 
 def tiny_pipeline(concurrent: int, max_epochs: int, hidden: str, coarse: str, fine: str, seeds: str) -> list[str]:
     """--set arguments that shrink digits_mlp.yaml's pipeline to a test's size (stages as YAML maps)."""
