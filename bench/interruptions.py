@@ -85,7 +85,7 @@ def work(runs: Path, name: str) -> dict:
         results = runs / "ray" / f"{name}-{stage}" / "results.json"
         if results.exists():
             trials = json.loads(results.read_text())["trials"]
-            out[stage] = {"trials": len(trials), "epochs": sum(t["epochs"] for t in trials),
+            out[stage] = {"trials": len(trials), "epochs": sum(t["epochs"] - t.get("started_at", 0) for t in trials),
                           "epochs_trained": sum(len(log.splitlines()) for log in logs.values())}
     return out
 

@@ -340,7 +340,7 @@ def spent_epochs(session, spec, stages) -> float:
     for stage in stages:
         key = stage_dir(session.storage, spec.name, stage)
         if os.path.exists(os.path.join(key, "results.json")):
-            total += sum(t.epochs for t in StageResult.load(key).trials)
+            total += sum(t.trained_epochs for t in StageResult.load(key).trials)  # a warm start's earlier ones counted once
     lr_test = spec.stages.lr_range_test
     if "lr_range_test" in stages and lr_test.enabled:
         from raysweep.train.tasks import get_task

@@ -206,10 +206,11 @@ def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_exp
         ids = [r.data.tags["raysweep.trial_id"] for r in mine]
         twice += len(ids) - len(set(ids))
         missing += len({t["trial_id"] for t in trials} - set(ids))
-        epochs = {t["trial_id"]: t["epochs"] for t in trials}
+        # epochs a trial trained: a fine trial that went on from its coarse checkpoint starts after it
+        epochs = {t["trial_id"]: range(t.get("started_at", 0) + 1, t["epochs"] + 1) for t in trials}
         for r in mine:
             steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, metric))
-            extra_steps += steps != list(range(1, epochs.get(r.data.tags["raysweep.trial_id"], 0) + 1))
+            extra_steps += steps != list(epochs.get(r.data.tags["raysweep.trial_id"], []))
     counts = {stage: len(results.get(f"{name}-{stage}", [])) for stage in trials_expected}
     by_parent: dict = {}
     for r in all_runs:

@@ -26,6 +26,9 @@ from ..spec.model import STAGES
 from ..spec.objective import score
 from ..spec.settings import TrainSettings
 from ..sweep import StageResult, TrialRecord, stage_dir, storage
+from ..sweep.schedulers import WARM_STARTS
+from ..sweep.stage import FAILED
+from ..sweep.trainable import config_key
 from ..train.validate import is_function_task
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
@@ -52,10 +55,6 @@ def params_of(space: Space, config: dict) -> dict:
 def with_search(spec: Spec, **changes) -> dict:
     """The spec's search section with some keys changed, as data for Spec.derive."""
     return {**spec.payload().get("search", {}), **changes}
-
-
-def _key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 @dataclass
@@ -202,25 +201,40 @@ class Pipeline:
             return StageResult.load(self.done[stage].path)
         conf = getattr(self.spec.stages, stage)
         space = Space(spec)
-        points, known = [], []
-        if stage == "fine":  # the coarse top-k re-run at full length first, and TPE told what coarse saw
+        points, known, warm = [], [], {}
+        epochs = self.stage_epochs(conf.epochs)
+        if stage == "fine":  # the coarse top-k at full length first, and TPE told what coarse saw
             points = [params_of(space, t.config) for t in pool[:conf.top_k]]
             known = [(params_of(space, t.config), t.value) for t in evaluated
                      if t.value is not None and space.contains(params_of(space, t.config))]
-        epochs = self.stage_epochs(conf.epochs)
+            warm = self.warm_starts(spec, pool[:conf.top_k], epochs)
         cut = f" (first cut after epoch {spec.scheduler.grace_period})" if spec.scheduler.cuts_by_epoch else ""
         self.log(f"[{stage}] {spec.search.method} x {conf.num_samples}, {spec.scheduler.type}{cut}, {epochs} epochs"
-                 + (f"; {len(points)} starting points, {len(known)} known results" if points or known else ""))
+                 + (f"; {len(points)} starting points" if points else "")
+                 + (f" ({len(warm)} go on from their coarse checkpoints)" if warm else "")
+                 + (f", {len(known)} known results" if known else ""))
         result = self.run_stage(spec, stage, resume=True, epochs=epochs, num_samples=conf.num_samples, points=points,
                                 evaluated=known if spec.search.method == "hyperopt" else (),
                                 stop_rule=(conf.stop_window, conf.stop_min_improvement) if conf.stop_window else None,
-                                time_budget_s=conf.time_budget_s)
+                                time_budget_s=conf.time_budget_s, warm_starts=warm)
         if result.best is None:
             raise PipelineError(f"{stage}: no trial reached a finite {spec.metric.name} "
                                 f"({len(result.trials)} trials; see {result.path}/results.json)")
         self._done(stage, SearchOutcome(result.path, len(result.trials), result.best.value, result.best.config,
                                         {n: data_of(p) for n, p in spec.parameters.items()}))
         return result
+
+    @staticmethod
+    def warm_starts(spec: Spec, top: list[TrialRecord], epochs: int) -> dict[str, str]:
+        """The coarse top-k's checkpoints, for the fine stage to go on from instead of training their
+        first epochs again: a coarse trial trains the start of a full-length run (same config, seed and
+        schedule), so its checkpoint is where that run stands. Not for a training function (raysweep
+        cannot tell whether it resumes from a checkpoint it is handed) nor for schedulers that count
+        reports rather than epochs (HyperBand, PBT)."""
+        if is_function_task(spec) or spec.scheduler.type not in WARM_STARTS:
+            return {}
+        return {config_key(t.config): t.checkpoint for t in top
+                if t.checkpoint and not t.ended_as and t.status not in FAILED and t.epochs < epochs}
 
     def fixed_spec(self, spec: Spec, runs: int, epochs: int) -> Spec:
         """Re-runs of given configs: every one at full length, no scheduler, no early stopping."""
@@ -240,8 +254,8 @@ class Pipeline:
         configs, seen = [], set()
         for t in pool:  # distinct parameter sets, best first
             params = params_of(space, t.config)
-            if _key(params) not in seen and len(configs) < conf.top_n:
-                seen.add(_key(params))
+            if config_key(params) not in seen and len(configs) < conf.top_n:
+                seen.add(config_key(params))
                 configs.append(params)
         if not configs:
             raise PipelineError("seeds: no earlier stage left a config to re-run")
@@ -252,9 +266,9 @@ class Pipeline:
         stage_spec = self.fixed_spec(spec, len(points), epochs)
         self.log(f"[seeds] top {len(configs)} configs x {len(seeds)} seeds, {epochs} epochs, no early stopping")
         result = self.run_stage(stage_spec, "seeds", resume=True, epochs=epochs, num_samples=len(points), points=points)
-        index = {_key(c): i for i, c in enumerate(configs)}
-        runs = [(index[_key(params_of(space, t.config))], t.config["seed"], t.value) for t in result.trials
-                if _key(params_of(space, t.config)) in index and "seed" in t.config]
+        index = {config_key(c): i for i, c in enumerate(configs)}
+        runs = [(index[config_key(params_of(space, t.config))], t.config["seed"], t.value) for t in result.trials
+                if config_key(params_of(space, t.config)) in index and "seed" in t.config]
         summary = summarize(configs, runs, spec.metric.mode)
         winner = summary["ranked"][0]
         if winner["mean"] is None:

@@ -129,7 +129,7 @@ def convergence(stage: str, trials: list[TrialView], mode: str, noise: float | N
         return None
     curve, spent, running, total = [], [], None, 0
     for t in trials:
-        total += t.epochs
+        total += t.trained_epochs
         if t.value is not None and math.isfinite(t.value):
             running = t.value if running is None else best([running, t.value], mode)
         curve.append(running if running is not None else math.nan)

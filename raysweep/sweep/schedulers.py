@@ -12,6 +12,13 @@ from ray.tune.schedulers import (
 
 from ..spec import Spec
 
+# ASHA's rungs and the median rule count a trial's epochs, not its reports (Tune's training_iteration): a
+# trial that goes on from an earlier stage's checkpoint (the fine stage continuing a coarse trial at
+# epoch 3) is judged against the others' epoch 3. Synchronous HyperBand reads its time from every result,
+# a watchdog's report before any epoch included, so it keeps Tune's count and gets no warm starts.
+EPOCH = "epoch"
+WARM_STARTS = ("fifo", "asha", "median")
+
 
 def build_fifo(spec: Spec, epochs: int):
     return FIFOScheduler()
@@ -19,7 +26,7 @@ def build_fifo(spec: Spec, epochs: int):
 
 def build_asha(spec: Spec, epochs: int):
     s = spec.scheduler
-    return ASHAScheduler(time_attr="training_iteration", max_t=min(s.max_t or epochs, epochs),
+    return ASHAScheduler(time_attr=EPOCH, max_t=min(s.max_t or epochs, epochs),
                          grace_period=min(s.grace_period, epochs), reduction_factor=s.reduction_factor,
                          brackets=s.brackets)
 
@@ -41,7 +48,7 @@ class MedianStopping(MedianStoppingRule):
 
 def build_median(spec: Spec, epochs: int):
     s = spec.scheduler
-    return MedianStopping(time_attr="training_iteration", grace_period=s.grace_period,
+    return MedianStopping(time_attr=EPOCH, grace_period=s.grace_period,
                           min_samples_required=s.min_samples_required)
 
 

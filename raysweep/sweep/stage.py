@@ -40,6 +40,12 @@ class TrialRecord:
     ended_as: str | None = None  # a PBT clone that ended on its donor's checkpoint: the donor's trial id
     retried_as: str | None = None  # a failed trial run again (--retry-failed): the new trial's id
     retry_of: str | None = None    # ... and on the new trial, the failed one's
+    started_at: int = 0     # the epoch of an earlier stage's checkpoint it went on from (a warm start)
+
+    @property
+    def trained_epochs(self) -> int:
+        """Epochs this stage trained (a warm start's earlier epochs belong to the stage that trained them)."""
+        return self.epochs - self.started_at
 
 
 @dataclass
@@ -99,10 +105,11 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
               points: list[dict] = (), evaluated: list[tuple[dict, float]] = (), callbacks: list = (),
               resume: bool = False, evaluate_test: bool = False, quiet: bool = False,
               stop_rule: tuple[int, float] | None = None, time_budget_s: float | None = None,
-              configs: list[dict] | None = None) -> StageResult:
+              configs: list[dict] | None = None, warm_starts: dict[str, str] | None = None) -> StageResult:
     """Run (or, with `resume`, continue) one stage; `stop_rule` = (window, min_improvement) ends it
     once the last `window` finished trials improved the best by less than that fraction; `configs`
-    runs exactly those trainer configs instead of the spec's search."""
+    runs exactly those trainer configs instead of the spec's search; `warm_starts` maps a trainer
+    config (`config_key`) to a checkpoint its trial goes on from instead of its first epoch."""
     from ray import tune
     from ray.tune.stopper import CombinedStopper
 
@@ -114,7 +121,8 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     # screens for, not a compressed run whose best lr and warmup are its own
     run = Run.from_spec(spec, epochs=epochs, horizon=spec.stopping.max_epochs, evaluate_test=evaluate_test)
     payload = {"spec": spec.payload(), "run": asdict(run), "storage": storage_path,
-               "nested": spec.search.method == "hyperopt" and configs is None, "function": is_function_task(spec)}
+               "nested": spec.search.method == "hyperopt" and configs is None, "function": is_function_task(spec),
+               "warm_starts": dict(warm_starts or {})}
     p = plan(spec.resources)
     # CPUs freed at the stage's end: for raysweep's own 1-worker CPU trials; not PBT's (all run to its end)
     payload["spare_cpus"] = spec.resources.spare_cpus and p.workers == 1 and not p.use_gpu and not payload["function"] \
@@ -268,5 +276,6 @@ def _record(trial, result, log: list[dict], last: dict, space: Space, payload: d
         checkpoint=storage.uri_of(result.checkpoint.path, result.checkpoint.filesystem) if result.checkpoint else None,
         error=error_line(result.error), attempts=trial.num_failures + 1, path=storage.uri_of(result.path, result.filesystem),
         ended_as=last.get("trial_id") if last.get("trial_id") not in (None, trial.trial_id) else None,
-        resumed_at=[r["resumed_epoch"] for r in log if r.get("resumed_epoch") is not None and not r.get("resumed_from")])
+        resumed_at=[r["resumed_epoch"] for r in log if r.get("resumed_epoch") is not None and not r.get("resumed_from")],
+        started_at=int(log[0].get("resumed_epoch") or 0) if log and log[0].get("resumed_from") else 0)
 

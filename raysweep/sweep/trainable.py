@@ -1,6 +1,7 @@
 """The function a Tune trial runs: the trainer in-process (1 worker) or as a DDP job (more)."""
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -30,6 +31,23 @@ class FromConfig:
 
     def __call__(self, config):
         return config[PBT_KEY].get(self.key, self.default)
+
+
+def config_key(config: dict) -> str:
+    """A config as one string: equal configs, equal keys (a warm start's lookup, the seeds stage's grouping)."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def warm_start(payload: dict, config: dict):
+    """The checkpoint an earlier stage left for this exact trainer config (the fine stage continues the
+    coarse top-k), as a Tune checkpoint, or None."""
+    uri = (payload.get("warm_starts") or {}).get(config_key(config))
+    if uri is None:
+        return None
+    from ray import tune
+
+    fs, path = storage.filesystem_of(uri)
+    return tune.Checkpoint(path=path, filesystem=fs)
 
 
 def trial_config(space: Space, suggested: dict) -> dict:
@@ -85,7 +103,8 @@ def run_trial(config: dict, payload: dict) -> None:
     full = trial_config(space, suggestion(config, space, payload["nested"]))
     run = Run(**payload["run"])
     trial_id = tune.get_context().get_trial_id()
-    restored = tune.get_checkpoint()
+    # its own checkpoint first (Tune restoring it after a kill or a lost node), else an earlier stage's
+    restored = tune.get_checkpoint() or warm_start(payload, full)
     p = plan(spec.resources)
 
     function = payload.get("function")

@@ -25,6 +25,11 @@ class TrialView:
     epochs: int
     order: int                                   # when it started, among its stage's trials
     curves: dict = field(default_factory=dict)   # metric -> values by epoch (NaN where a step is missing)
+    started_at: int = 0                          # the epoch of the coarse checkpoint a fine trial went on from
+
+    @property
+    def trained_epochs(self) -> int:
+        return self.epochs - self.started_at
 
 
 @dataclass
@@ -95,7 +100,8 @@ def _stage(client, experiment_id: str, run) -> StageView | None:
         epochs = max(int(t.get("epochs") or 0), 0)
         curves = _curves(client, r.info.run_id, {results["metric"], *CURVES}, epochs) if r else {}
         trials.append(TrialView(results["stage"], t["trial_id"], r.info.run_id if r else None, t["config"], t["status"],
-                                t["value"], epochs, order.get(t["trial_id"], len(order)), curves))
+                                t["value"], epochs, order.get(t["trial_id"], len(order)), curves,
+                                int(t.get("started_at") or 0)))
     trials.sort(key=lambda t: t.order)
     return StageView(results["stage"], run.info.run_id, results["metric"], results["mode"], trials)
 

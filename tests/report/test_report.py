@@ -173,3 +173,12 @@ def test_each_failure_rule_fires_on_its_crafted_run_from_a_real_server_and_its_u
     finally:
         os.killpg(ui.pid, 15)
         ui.wait(timeout=30)
+
+
+def test_epochs_spent_count_only_what_a_fine_trial_trained_after_its_coarse_checkpoint():
+    from raysweep.report.analysis import convergence
+    from raysweep.tracking.read import TrialView
+
+    trials = [TrialView("fine", f"t{i}", None, {}, "completed", value, 4, i, started_at=start)
+              for i, (value, start) in enumerate([(0.5, 2), (0.6, 2), (0.7, 0), (0.8, 0)])]
+    assert convergence("fine", trials, "max", None).epochs_spent == [2, 4, 8, 12]
