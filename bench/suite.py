@@ -330,24 +330,27 @@ B5_TASKS = {  # spec, its test metric, search seeds, overrides (sized for a 2-co
 }
 
 
-def spent_epochs(session, spec, stages) -> float:
+def spent_epochs(session, spec, stages) -> tuple[float, int]:
     """Epochs a pipeline's search stages trained (the LR range test's steps counted as epochs of the
-    task's own length), the final run left out: both sides make one."""
+    task's own length), the final run left out: both sides make one; and the epochs its fine stage
+    did not train again, going on from coarse checkpoints."""
     from raysweep.sweep import StageResult
     from raysweep.sweep.stage import stage_dir
 
-    total = 0.0
+    total, reused = 0.0, 0
     for stage in stages:
         key = stage_dir(session.storage, spec.name, stage)
         if os.path.exists(os.path.join(key, "results.json")):
-            total += sum(t.trained_epochs for t in StageResult.load(key).trials)  # a warm start's earlier ones counted once
+            trials = StageResult.load(key).trials
+            total += sum(t.trained_epochs for t in trials)  # a warm start's earlier epochs: its coarse trial's
+            reused += sum(t.started_at for t in trials)
     lr_test = spec.stages.lr_range_test
     if "lr_range_test" in stages and lr_test.enabled:
         from raysweep.train.tasks import get_task
 
         splits = get_task(spec.task, (os.path.dirname(os.path.abspath(spec.file)),)).datasets(spec.fixed)
         total += lr_test.num_steps / math.ceil(len(splits.train) / spec.fixed.get("batch_size", 32))
-    return total
+    return total, reused
 
 
 def pipeline_vs_random(tmp: str, quick: bool) -> dict:
@@ -358,13 +361,13 @@ def pipeline_vs_random(tmp: str, quick: bool) -> dict:
     for task, (file, test_key, seeds, sized, small) in list(B5_TASKS.items())[:1 if quick else None]:  # quick: the default task
         mode = "min" if test_key.endswith("loss") else "max"
         runs = {"seeds": list(seeds[:1] if quick else seeds), "pipeline": [], "random": [], "untuned": [],
-                "budget_epochs": [], "random_trials": []}
+                "budget_epochs": [], "warm_start_epochs": [], "random_trials": []}
         for seed in runs["seeds"]:
             extra = [*sized, *(small if quick else []), f"search.seed={seed}"]
             spec = load_spec(os.path.join(root, file), extra)
             session = Session.start(spec, runs_dir=os.path.join(tmp, f"b5-{task}-{seed}"))
             done = session.pipeline(spec, fresh=True)
-            budget = spent_epochs(session, spec, ("lr_range_test", "coarse", "fine", "seeds"))
+            budget, reused = spent_epochs(session, spec, ("lr_range_test", "coarse", "fine", "seeds"))
             trials = max(1, round(budget / spec.stopping.max_epochs))
             flat = load_spec(os.path.join(root, file), [
                 *extra, f"name={spec.name}_random", "scheduler={type: fifo}", "stages.lr_range_test.enabled=false",
@@ -375,6 +378,7 @@ def pipeline_vs_random(tmp: str, quick: bool) -> dict:
             runs["random"].append(random_done["final"].test[test_key])
             runs["untuned"].append(done["final"].baseline_test.get(test_key))  # trained beside the pipeline's
             runs["budget_epochs"].append(round(budget, 1))
+            runs["warm_start_epochs"].append(reused)
             runs["random_trials"].append(trials)
             print(f"B5 {task} seed {seed}: {test_key} pipeline {runs['pipeline'][-1]:.4g}, random {runs['random'][-1]:.4g}, "
                   f"untuned {runs['untuned'][-1] if runs['untuned'][-1] is None else format(runs['untuned'][-1], '.4g')} "

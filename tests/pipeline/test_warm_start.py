@@ -14,7 +14,7 @@ from tests.support import ROOT, assert_epoch_steps, trial_runs
 
 SMALL = ["resources.cpus_per_worker=0.25", "search.max_concurrent=2", "stopping.max_epochs=4", "parameters.hidden=32",
          "stopping.early_stopping=null", "stages.lr_range_test.enabled=false",
-         "stages.coarse={num_samples: 4, epochs: 2, top_k: 2}", "stages.fine={num_samples: 3, top_k: 2}"]
+         "stages.coarse={num_samples: 3, epochs: 2, top_k: 2}", "stages.fine={num_samples: 3, top_k: 2}"]
 
 
 def digits(*sets):
