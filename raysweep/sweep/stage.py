@@ -40,7 +40,8 @@ class TrialRecord:
     ended_as: str | None = None  # a PBT clone that ended on its donor's checkpoint: the donor's trial id
     retried_as: str | None = None  # a failed trial run again (--retry-failed): the new trial's id
     retry_of: str | None = None    # ... and on the new trial, the failed one's
-    started_at: int = 0     # the epoch of an earlier stage's checkpoint it went on from (a warm start)
+    started_from: str | None = None  # a warm start: the earlier stage's trial whose checkpoint it went on from
+    started_at: int = 0              # ... and that checkpoint's epoch
 
     @property
     def trained_epochs(self) -> int:
@@ -277,5 +278,13 @@ def _record(trial, result, log: list[dict], last: dict, space: Space, payload: d
         error=error_line(result.error), attempts=trial.num_failures + 1, path=storage.uri_of(result.path, result.filesystem),
         ended_as=last.get("trial_id") if last.get("trial_id") not in (None, trial.trial_id) else None,
         resumed_at=[r["resumed_epoch"] for r in log if r.get("resumed_epoch") is not None and not r.get("resumed_from")],
-        started_at=int(log[0].get("resumed_epoch") or 0) if log and log[0].get("resumed_from") else 0)
+        **_warm_start(log))
 
+
+def _warm_start(log: list[dict]) -> dict:
+    """Where a trial whose first report went on from another trial's checkpoint started: a fine trial
+    continuing a coarse one (a PBT clone's first report is its own first epoch)."""
+    first = log[0] if log else {}
+    if not first.get("resumed_from"):
+        return {}
+    return {"started_from": first["resumed_from"], "started_at": int(first.get("resumed_epoch") or 0)}

@@ -25,7 +25,8 @@ class TrialView:
     epochs: int
     order: int                                   # when it started, among its stage's trials
     curves: dict = field(default_factory=dict)   # metric -> values by epoch (NaN where a step is missing)
-    started_at: int = 0                          # the epoch of the coarse checkpoint a fine trial went on from
+    started_from: str | None = None              # a fine trial that went on from a coarse trial's checkpoint:
+    started_at: int = 0                          # that trial, and the checkpoint's epoch
 
     @property
     def trained_epochs(self) -> int:
@@ -101,9 +102,22 @@ def _stage(client, experiment_id: str, run) -> StageView | None:
         curves = _curves(client, r.info.run_id, {results["metric"], *CURVES}, epochs) if r else {}
         trials.append(TrialView(results["stage"], t["trial_id"], r.info.run_id if r else None, t["config"], t["status"],
                                 t["value"], epochs, order.get(t["trial_id"], len(order)), curves,
-                                int(t.get("started_at") or 0)))
+                                t.get("started_from"), int(t.get("started_at") or 0)))
     trials.sort(key=lambda t: t.order)
     return StageView(results["stage"], run.info.run_id, results["metric"], results["mode"], trials)
+
+
+def _whole_runs(stages: list[StageView]) -> None:
+    """A fine trial that went on from a coarse trial's checkpoint is one run with it: its curves get the
+    coarse trial's epochs up to that checkpoint, so that they are read (plotted, diagnosed) from epoch 1."""
+    trials = {t.trial_id: t for s in stages for t in s.trials}
+    for t in trials.values():
+        donor = trials.get(t.started_from)
+        if donor is None:
+            continue
+        for metric, curve in t.curves.items():
+            before = donor.curves.get(metric, [])[:t.started_at]
+            curve[:len(before)] = before
 
 
 def load_sweep(client, run_id: str) -> SweepView:
@@ -126,6 +140,7 @@ def load_sweep(client, run_id: str) -> SweepView:
     else:
         raise NotFound(f"run {run_id} is not a raysweep pipeline or stage run (its raysweep.kind is '{kind or 'unset'}')")
     stages = [s for s in (_stage(client, experiment_id, r) for r in stage_runs) if s]
+    _whole_runs(stages)
     lr_test = next((_artifact_json(client, r.info.run_id, "lr_range.json") for r in stage_runs
                     if r.data.tags.get(TAG + "stage") == "lr_range_test"), None)
     if not stages:

@@ -45,7 +45,7 @@ def test_the_fine_stage_goes_on_from_the_coarse_top_ks_checkpoints(ray_session, 
     for t in warm:
         donor, log = top[config_key(t.config)], result_log(t.path)
         assert log[0]["epoch"] == 3 and log[0]["resumed_from"] == donor.trial_id and log[0]["resumed_epoch"] == 2
-        assert t.started_at == 2 and t.trained_epochs == t.epochs - 2 >= 1
+        assert (t.started_from, t.started_at) == (donor.trial_id, 2) and t.trained_epochs == t.epochs - 2 >= 1
         assert_epoch_steps(client, runs[t.trial_id], "val_accuracy", t.epochs, started_at=2)
         assert runs[t.trial_id].data.tags["raysweep.resumed_from"] == donor.trial_id
         # the full-length run it stands for, not a run of its own: epochs 3 and 4 as from the first epoch

@@ -175,10 +175,19 @@ def test_each_failure_rule_fires_on_its_crafted_run_from_a_real_server_and_its_u
         ui.wait(timeout=30)
 
 
-def test_epochs_spent_count_only_what_a_fine_trial_trained_after_its_coarse_checkpoint():
-    from raysweep.report.analysis import convergence
-    from raysweep.tracking.read import TrialView
+def test_a_fine_trial_that_went_on_from_a_coarse_checkpoint_is_read_as_one_run_with_it():
+    from raysweep.report.analysis import convergence, diagnose
+    from raysweep.tracking.read import StageView, TrialView, _whole_runs
 
-    trials = [TrialView("fine", f"t{i}", None, {}, "completed", value, 4, i, started_at=start)
-              for i, (value, start) in enumerate([(0.5, 2), (0.6, 2), (0.7, 0), (0.8, 0)])]
-    assert convergence("fine", trials, "max", None).epochs_spent == [2, 4, 8, 12]
+    nan = float("nan")
+    coarse = TrialView("coarse", "c", None, {}, "completed", 0.5, 2, 0, {"train_loss": [2.0, 1.0]})
+    # epochs 3-6 alone fall by 5 %: "too slow" read from its first epoch here, healthy from the run's
+    fine = [TrialView("fine", "f0", None, {}, "completed", 0.9, 6, 0, {"train_loss": [nan, nan, 0.40, 0.39, 0.385, 0.38]},
+                      started_from="c", started_at=2)]
+    assert diagnose(fine[0]) == "too_slow"
+    fine += [TrialView("fine", f"f{i}", None, {}, "completed", 0.5 + i / 10, 6, i) for i in (1, 2, 3)]
+    _whole_runs([StageView("coarse", "r1", "val_accuracy", "max", [coarse]),
+                 StageView("fine", "r2", "val_accuracy", "max", fine)])
+    assert fine[0].curves["train_loss"] == [2.0, 1.0, 0.40, 0.39, 0.385, 0.38] and diagnose(fine[0]) is None
+    # the stage's epochs spent count only what it trained
+    assert convergence("fine", fine, "max", None).epochs_spent == [4, 10, 16, 22]
