@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import reported_epochs
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -206,8 +208,8 @@ def audit(chaos: Chaos, runs: Path, name: str, stages_expected: list, trials_exp
         ids = [r.data.tags["raysweep.trial_id"] for r in mine]
         twice += len(ids) - len(set(ids))
         missing += len({t["trial_id"] for t in trials} - set(ids))
-        # epochs a trial trained: a fine trial that went on from its coarse checkpoint starts after it
-        epochs = {t["trial_id"]: range(t.get("started_at", 0) + 1, t["epochs"] + 1) for t in trials}
+        # a fine trial that went on from its coarse checkpoint starts after it
+        epochs = {t["trial_id"]: reported_epochs(t.get("started_at", 0), t["epochs"]) for t in trials}
         for r in mine:
             steps = sorted(m.step for m in client.get_metric_history(r.info.run_id, metric))
             extra_steps += steps != list(epochs.get(r.data.tags["raysweep.trial_id"], []))

@@ -91,13 +91,20 @@ def trial_runs(session, stage):
     return client, parent[0], children
 
 
+def reported_epochs(started_at: int, epochs: int) -> list[int]:
+    """The epochs a trial reports: those it trained, after `started_at` (the epoch of an earlier stage's
+    checkpoint it went on from); one that trained none (the final stage's chosen config, which the seeds
+    stage ran) reports its last epoch once, scored on the test split."""
+    return list(range(started_at + 1, epochs + 1)) or [epochs]
+
+
 def assert_epoch_steps(client, run, metric: str, epochs: int, started_at: int = 0) -> None:
-    """A trial run's history of `metric`: each epoch once, from the first it trained (after `started_at`,
-    the epoch of an earlier stage's checkpoint it went on from) to its last. Only a PBT clone may skip:
-    it goes on from its donor's checkpoint, which can be epochs ahead of where it stood (as in Tune's
-    own results). Either names the trial it went on from."""
+    """A trial run's history of `metric`: each epoch once, those `reported_epochs` names. Only a PBT
+    clone may skip: it goes on from its donor's checkpoint, which can be epochs ahead of where it stood
+    (as in Tune's own results). Either names the trial it went on from."""
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, metric))
-    assert len(steps) == len(set(steps)) and steps[0] == started_at + 1 and steps[-1] == epochs, steps
+    assert len(steps) == len(set(steps)) and steps[0] == reported_epochs(started_at, epochs)[0] \
+        and steps[-1] == epochs, steps
     if steps != list(range(started_at + 1, epochs + 1)) or started_at:
         assert "raysweep.resumed_from" in run.data.tags, (steps, run.data.tags)
 

@@ -34,6 +34,7 @@ class SeedsOutcome:
     ci95: tuple | None
     chosen: dict = field(default_factory=dict)  # the winner's parameters and its best seed
     path: str | None = None
+    checkpoint: str | None = None     # the chosen run's last, with its best epoch's weights: the final stage tests it
 
 
 BASELINE_KEY = "raysweep_baseline"  # marks the final stage's untuned trial in its config

@@ -28,7 +28,7 @@ from ..spec.settings import TrainSettings
 from ..sweep import StageResult, TrialRecord, stage_dir, storage
 from ..sweep.schedulers import WARM_STARTS
 from ..sweep.stage import FAILED
-from ..sweep.trainable import config_key
+from ..sweep.trainable import config_key, trial_config
 from ..train.validate import is_function_task
 from .lr_test import run_lr_test, with_lr_range
 from .narrow import narrow_spec
@@ -265,7 +265,8 @@ class Pipeline:
         epochs = self.stage_epochs(conf.epochs)
         stage_spec = self.fixed_spec(spec, len(points), epochs)
         self.log(f"[seeds] top {len(configs)} configs x {len(seeds)} seeds, {epochs} epochs, no early stopping")
-        result = self.run_stage(stage_spec, "seeds", resume=True, epochs=epochs, num_samples=len(points), points=points)
+        result = self.run_stage(stage_spec, "seeds", resume=True, epochs=epochs, num_samples=len(points), points=points,
+                                keep_best=True)
         index = {config_key(c): i for i, c in enumerate(configs)}
         runs = [(index[config_key(params_of(space, t.config))], t.config["seed"], t.value) for t in result.trials
                 if config_key(params_of(space, t.config)) in index and "seed" in t.config]
@@ -278,6 +279,9 @@ class Pipeline:
         best_seed = max((s for s, v in winner["values"].items() if v is not None and math.isfinite(v)),
                         key=lambda s: score(winner["values"][s], spec.metric.mode))
         summary["chosen"] = {**winner["config"], "seed": int(best_seed)}
+        # the final stage scores this run on the test split instead of training it again
+        ran = next((t for t in result.trials if t.checkpoint and t.status == "completed" and t.epochs == epochs
+                    and params_of(space, t.config) == winner["config"] and t.config.get("seed") == int(best_seed)), None)
         for s in summary["ranked"]:
             ci = f" [{s['ci95'][0]:.4g}, {s['ci95'][1]:.4g}]" if s["ci95"] else ""
             self.log(f"[seeds] config {s['config_id']}: {spec.metric.name} mean {s['mean']:.4g} "
@@ -286,7 +290,8 @@ class Pipeline:
             self.log(f"[seeds] warning: {summary['warning']}")
         _write_json(path, summary)
         outcome = SeedsOutcome(path, summary["winner"], summary["stable"], winner["mean"], winner["std"],
-                               tuple(winner["ci95"]) if winner["ci95"] else None, summary["chosen"], result.path)
+                               tuple(winner["ci95"]) if winner["ci95"] else None, summary["chosen"], result.path,
+                               ran.checkpoint if ran and not is_function_task(spec) else None)
         self._done("seeds", outcome)
         return outcome
 
@@ -311,10 +316,20 @@ class Pipeline:
             raise PipelineError("final: no earlier stage chose a config; enable coarse, fine or seeds")
         epochs = self.stage_epochs(self.spec.stages.seeds.epochs)
         baseline = self.baseline(chosen)
-        self.log(f"[final] the chosen config once more for {epochs} epochs"
-                 + (", beside the untuned baseline," if baseline else "") + " then the held-out test split")
+        seeds = self.done.get("seeds")
+        warm = {}
+        if isinstance(seeds, SeedsOutcome) and seeds.checkpoint and seeds.chosen == chosen:
+            # the seeds stage ran this config on this seed for as long: its run, not a second one
+            warm = {config_key(trial_config(Space(spec), chosen)): seeds.checkpoint}
+            self.log(f"[final] the chosen config's run in the seeds stage (seed {chosen.get('seed')}, {epochs} epochs) "
+                     "scored on the held-out test split" + (f", beside the untuned baseline trained for {epochs} epochs"
+                                                            if baseline else ""))
+        else:
+            self.log(f"[final] the chosen config once more for {epochs} epochs"
+                     + (", beside the untuned baseline," if baseline else "") + " then the held-out test split")
         result = self.run_stage(self.fixed_spec(spec, 1, epochs), "final", resume=True, epochs=epochs, num_samples=1,
-                                configs=[chosen, *([baseline] if baseline else [])], evaluate_test=True)
+                                configs=[chosen, *([baseline] if baseline else [])], evaluate_test=True,
+                                warm_starts=warm)
         trial = next((t for t in result.trials if not t.config.get(BASELINE_KEY)), None)
         if trial is None or trial.status in ("errored", "diverged"):
             raise PipelineError(f"final: the chosen config did not train ({result.path}/results.json)")

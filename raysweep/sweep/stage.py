@@ -106,11 +106,13 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
               points: list[dict] = (), evaluated: list[tuple[dict, float]] = (), callbacks: list = (),
               resume: bool = False, evaluate_test: bool = False, quiet: bool = False,
               stop_rule: tuple[int, float] | None = None, time_budget_s: float | None = None,
-              configs: list[dict] | None = None, warm_starts: dict[str, str] | None = None) -> StageResult:
+              configs: list[dict] | None = None, warm_starts: dict[str, str] | None = None,
+              keep_best: bool = False) -> StageResult:
     """Run (or, with `resume`, continue) one stage; `stop_rule` = (window, min_improvement) ends it
     once the last `window` finished trials improved the best by less than that fraction; `configs`
     runs exactly those trainer configs instead of the spec's search; `warm_starts` maps a trainer
-    config (`config_key`) to a checkpoint its trial goes on from instead of its first epoch."""
+    config (`config_key`) to a checkpoint its trial goes on from instead of its first epoch; `keep_best`
+    keeps the best epoch's weights in the trials' checkpoints (for a later stage to test)."""
     from ray import tune
     from ray.tune.stopper import CombinedStopper
 
@@ -120,7 +122,8 @@ def run_stage(spec: Spec, stage: str, storage_path: str, *, epochs: int | None =
     # a stage shorter than the spec's max_epochs (the coarse one) trains the first epochs of full-length
     # runs, as ASHA's rungs do: the same schedule, warmup and `epochs` in derived values as the runs it
     # screens for, not a compressed run whose best lr and warmup are its own
-    run = Run.from_spec(spec, epochs=epochs, horizon=spec.stopping.max_epochs, evaluate_test=evaluate_test)
+    run = Run.from_spec(spec, epochs=epochs, horizon=spec.stopping.max_epochs, evaluate_test=evaluate_test,
+                        keep_best=keep_best)
     payload = {"spec": spec.payload(), "run": asdict(run), "storage": storage_path,
                "nested": spec.search.method == "hyperopt" and configs is None, "function": is_function_task(spec),
                "warm_starts": dict(warm_starts or {})}

@@ -44,6 +44,9 @@ THREADS_EVERY_S = 1.0
 # (char_lm's largest model: 0.42 s for its validation split in batches of 512, 0.35 s in batches of 64).
 EVAL_BATCH, CPU_EVAL_BATCH = 512, 64
 
+# What an epoch cost: not repeated by a report that trained nothing (a run resumed at its end)
+EPOCH_COST = ("epoch_seconds", "train_cpu_seconds", "samples_per_s", "threads")
+
 Report = Callable[[dict, "str | None"], None]
 
 
@@ -183,6 +186,39 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
     last_save, save_cost = time.monotonic(), 0.0
     threads_asked = -math.inf
 
+    def end(metrics: dict, epoch: int) -> None:
+        """A run's last report: the test split scored on the best epoch's weights, DDP's replica check."""
+        if run.evaluate_test:
+            tested = model
+            if best_weights is not None and state["best_epoch"] != epoch:
+                tested = copy.deepcopy(model)
+                tested.load_state_dict(best_weights)
+            test = evaluate(tested, task, splits.test, device, precision, rank, world)
+            metrics.update({f"test_{k}": v for k, v in test.items()})
+            if best_weights is not None:
+                metrics["tested_epoch"] = state["best_epoch"]
+        if ddp:
+            metrics["ddp_weight_spread"] = _weight_spread(model)
+
+    def save_and_report(metrics: dict, save: bool) -> None:
+        """A checkpoint from rank 0 if `save`, and the report from every rank."""
+        nonlocal last_save, save_cost
+        directory = None
+        if save and rank == 0:
+            saving = time.monotonic()
+            directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), metrics, model=model.state_dict(),
+                                        optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                                        scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin,
+                                        best_model=best_weights)
+        try:
+            report(metrics, directory)
+        finally:
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)
+                # its cost: the save and the report that persisted it (a copy to shared storage)
+                last_save = time.monotonic()
+                save_cost = last_save - saving
+
     def more_threads():
         nonlocal threads_asked
         threads_asked = time.monotonic()
@@ -232,7 +268,7 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         value = metrics[run.metric]
         status = run.judge(state, value, epoch + 1)
         metrics[f"best_{run.metric}"] = state["best"]
-        if run.evaluate_test and state["best_epoch"] == epoch + 1:
+        if (run.evaluate_test or run.keep_best) and state["best_epoch"] == epoch + 1:
             best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         schedule.step_epoch(value)
         metrics["status"] = status
@@ -241,38 +277,28 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         if resumed_epoch is not None:
             metrics["resumed_epoch"], resumed_epoch = resumed_epoch, None
         if status != "running":
-            if run.evaluate_test:
-                tested = model
-                if best_weights is not None and state["best_epoch"] != epoch + 1:
-                    tested = copy.deepcopy(model)
-                    tested.load_state_dict(best_weights)
-                test = evaluate(tested, task, splits.test, device, precision, rank, world)
-                metrics.update({f"test_{k}": v for k, v in test.items()})
-                if best_weights is not None:
-                    metrics["tested_epoch"] = state["best_epoch"]
-            if ddp:
-                metrics["ddp_weight_spread"] = _weight_spread(model)
+            end(metrics, epoch + 1)
 
         # -- checkpoint (rank 0) and report (every rank) ------------------------------------------
         state["epoch"] = epoch + 1
-        directory = None
         every_s = min(s.checkpoint_every_s, max(MIN_CHECKPOINT_S, save_cost / CHECKPOINT_SHARE))
         save_now = (status != "running" or (s.checkpoint_every and (epoch + 1) % s.checkpoint_every == 0)
                     or time.monotonic() - last_save >= every_s)
-        if save_now and rank == 0:
-            saving = time.monotonic()
-            directory = checkpoint.save(tempfile.mkdtemp(prefix="raysweep-ckpt-"), metrics, model=model.state_dict(),
-                                        optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                                        scaler=scaler.state_dict(), loop=dict(state), config=config, origin=origin,
-                                        best_model=best_weights)
-        try:
-            report(metrics, directory)
-        finally:
-            if directory:
-                shutil.rmtree(directory, ignore_errors=True)
-                # its cost: the save and the report that persisted it (a copy to shared storage)
-                last_save = time.monotonic()
-                save_cost = last_save - saving
+        save_and_report(metrics, save_now)
         if status != "running":
             return Result(status, "", epoch + 1, metrics)
-    return Result("completed", "", state["epoch"], {})
+
+    # -- resumed at its end: nothing to train. An earlier stage ran this exact config (and seed) to the
+    #    end, as the final stage's chosen config was run by the seeds stage: its last report again, with
+    #    the test split scored on its best epoch's weights, not the same epochs trained a second time ----
+    metrics = {k: v for k, v in checkpoint.read_metrics(resume_from).items()
+               if k not in (*EPOCH_COST, "resumed_from", "resumed_epoch")}
+    if run.metric not in metrics or (run.evaluate_test and best_weights is None
+                                     and state["best_epoch"] not in (None, state["epoch"])):
+        raise ConfigError(f"the checkpoint at {resume_from} ends its run but lacks its last report or the weights "
+                          f"of its best epoch ({state['best_epoch']}) to score the test split on")
+    metrics.update({"epoch": state["epoch"], **({"resumed_from": resumed_from} if resumed_from else {}),
+                    "resumed_epoch": state["epoch"]})
+    end(metrics, state["epoch"])
+    save_and_report(metrics, True)
+    return Result(metrics.get("status", "completed"), "", state["epoch"], metrics)

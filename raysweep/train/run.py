@@ -25,6 +25,7 @@ class Run:
     min_delta: float = 0.0
     target: float | None = None
     evaluate_test: bool = False
+    keep_best: bool = False  # keep the best epoch's weights in checkpoints (the test split is scored on them)
     task_dirs: tuple = ()  # where a user task module may live (the spec's folder)
 
     def judge(self, state: dict, value: float, epoch: int) -> str:

@@ -18,7 +18,7 @@ from raysweep.cli import load_checked, trial_config
 from raysweep.spec import load_spec
 from raysweep.sweep.local_cluster import submit_command
 from tests.chaos import finished_in_snapshot, trial_logs
-from tests.support import ROOT, cli_on, run_cli, tiny_pipeline
+from tests.support import ROOT, cli_on, reported_epochs, run_cli, tiny_pipeline
 
 SPEC = "search_spaces/digits_mlp.yaml"
 TINY = tiny_pipeline(1, 6, "[32, 64]", "{num_samples: 6, epochs: 2, top_k: 3}",
@@ -169,11 +169,11 @@ def test_mlflow_holds_one_pipeline_run_over_every_stage_and_each_trial_once(pipe
         trials = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == stages[stage].info.run_id]
         ids = [r.data.tags["raysweep.trial_id"] for r in trials]
         assert len(ids) == expected == len(set(ids)), (stage, ids)
-        epochs = {t["trial_id"]: range(t["started_at"] + 1, t["epochs"] + 1) for t in json.loads(
+        epochs = {t["trial_id"]: reported_epochs(t["started_at"], t["epochs"]) for t in json.loads(
             (runs / "ray" / f"{NAME}-{stage}" / "results.json").read_text())["trials"]}
         for r in trials:  # every epoch it trained once, also for the trials the kill interrupted
             steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_accuracy")]
-            assert sorted(steps) == list(epochs[r.data.tags["raysweep.trial_id"]]), (stage, steps)
+            assert sorted(steps) == epochs[r.data.tags["raysweep.trial_id"]], (stage, steps)
     final_runs = [r for r in all_runs if r.data.tags.get("mlflow.parentRunId") == stages["final"].info.run_id]
     [baseline] = [r for r in final_runs if r.data.tags.get("raysweep.role") == "baseline"]
     assert "raysweep_baseline" not in baseline.data.params and "base_lr" not in baseline.data.params

@@ -184,6 +184,27 @@ def test_a_resumed_final_run_keeps_the_best_weights_from_its_checkpoint(tmp_path
     assert resumed[-1]["test_loss"] == full[-1]["test_loss"]
 
 
+def test_a_run_resumed_at_its_end_trains_nothing_and_scores_its_best_epochs_weights(tmp_path):
+    """The final stage's chosen config, which the seeds stage ran (keeping its best weights): one report,
+    its last epoch's, with the test split scored as if the run had been the final stage's own."""
+    _, own, _ = run(BEST_EPOCH_CONFIG, WORST_FIRST)
+    seeds = Run(**{**WORST_FIRST.__dict__, "evaluate_test": False, "keep_best": True})
+    _, ran, kept = run(BEST_EPOCH_CONFIG, seeds, keep={3: tmp_path / "e3"}, origin="seeds_trial")
+    assert not any(k.startswith("test_") for r in ran for k in r)
+    result, scored_again, again = run(BEST_EPOCH_CONFIG, WORST_FIRST, keep={3: tmp_path / "again"},
+                                      resume_from=str(kept[3]), origin="final_trial")
+    [report] = scored_again
+    assert own[-1]["tested_epoch"] < 3 and report["tested_epoch"] == own[-1]["tested_epoch"]
+    assert report["test_loss"] == own[-1]["test_loss"] and report["val_loss"] == ran[-1]["val_loss"]
+    assert (report["epoch"], report["resumed_from"], report["resumed_epoch"]) == (3, "seeds_trial", 3)
+    assert "epoch_seconds" not in report and result.status == "completed"  # it trained nothing
+    assert 3 in again  # a checkpoint of its own, with the weights it scored
+    # without the best epoch's weights the test split cannot be scored on them: said, not guessed
+    _, _, plain = run(BEST_EPOCH_CONFIG, Run(**{**seeds.__dict__, "keep_best": False}), keep={3: tmp_path / "p3"})
+    with pytest.raises(ConfigError, match="weights of its best epoch"):
+        run(BEST_EPOCH_CONFIG, WORST_FIRST, resume_from=str(plain[3]))
+
+
 def test_char_lm_learns_and_reports_perplexity():
     config = {"model_dim": 32, "num_heads": 2, "num_layers": 1, "seq_len": 32, "steps_per_epoch": 20,
               "batch_size": 16, "lr": 3e-3, "grad_clip": 1.0}
