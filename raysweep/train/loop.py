@@ -288,13 +288,16 @@ def train(config: dict, run: Run, report: Report, resume_from: str | None = None
         if status != "running":
             return Result(status, "", epoch + 1, metrics)
 
-    # -- resumed at its end: nothing to train. An earlier stage ran this exact config (and seed) to the
-    #    end, as the final stage's chosen config was run by the seeds stage: its last report again, with
-    #    the test split scored on its best epoch's weights, not the same epochs trained a second time ----
+    # -- resumed at its end: nothing to train. Only a run that scores the test split reports again: an
+    #    earlier stage ran this exact config (and seed) to the end, as the seeds stage ran the final stage's
+    #    chosen config, and its last report comes again with the test split scored on its best epoch's
+    #    weights, not the same epochs trained a second time. Any other run ends without a report: PBT
+    #    cloning a finished trial into another one would otherwise get a report, clone again, and never end.
+    if not run.evaluate_test:
+        return Result("completed", "", state["epoch"], {})
     metrics = {k: v for k, v in checkpoint.read_metrics(resume_from).items()
                if k not in (*EPOCH_COST, "resumed_from", "resumed_epoch")}
-    if run.metric not in metrics or (run.evaluate_test and best_weights is None
-                                     and state["best_epoch"] not in (None, state["epoch"])):
+    if run.metric not in metrics or (best_weights is None and state["best_epoch"] not in (None, state["epoch"])):
         raise ConfigError(f"the checkpoint at {resume_from} ends its run but lacks its last report or the weights "
                           f"of its best epoch ({state['best_epoch']}) to score the test split on")
     metrics.update({"epoch": state["epoch"], **({"resumed_from": resumed_from} if resumed_from else {}),

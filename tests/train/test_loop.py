@@ -199,6 +199,10 @@ def test_a_run_resumed_at_its_end_trains_nothing_and_scores_its_best_epochs_weig
     assert (report["epoch"], report["resumed_from"], report["resumed_epoch"]) == (3, "seeds_trial", 3)
     assert "epoch_seconds" not in report and result.status == "completed"  # it trained nothing
     assert 3 in again  # a checkpoint of its own, with the weights it scored
+    # a run with no test split to score ends there without a report (PBT's clone of a finished trial:
+    # a report would be exploited again, and again)
+    result, none, _ = run(BEST_EPOCH_CONFIG, seeds, resume_from=str(kept[3]))
+    assert none == [] and result.status == "completed" and result.epochs == 3
     # without the best epoch's weights the test split cannot be scored on them: said, not guessed
     _, _, plain = run(BEST_EPOCH_CONFIG, Run(**{**seeds.__dict__, "keep_best": False}), keep={3: tmp_path / "p3"})
     with pytest.raises(ConfigError, match="weights of its best epoch"):
